@@ -1,0 +1,61 @@
+"""One hook, run to completion: observe, step, execute effects, observe again.
+
+The charm and the cluster model in the tests both run hooks through these
+two functions, with the real workload or the simulated one behind the
+``observe`` and ``execute`` callables. This module does no I/O itself.
+
+A hook steps the unit machine at most ``MAX_ROUNDS`` times: after a step that
+produced effects, the effects are executed and the unit is observed again,
+so that a step such as "hand over, then stop" completes within one hook when
+the workload answers, and is otherwise recorded and resumed by the next
+event. The leader then steps the cluster machine once with every member's
+published facts, its own included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from .journal import ClusterJournal, UnitJournal, step
+from .types import ClusterInput, Effect, Event, MemberReport, UnitInput, UnitObservation
+
+MAX_ROUNDS = 3
+
+
+def run_unit(
+    journal: UnitJournal,
+    unit_input: Callable[[UnitObservation], UnitInput],
+    observe: Callable[[], UnitObservation],
+    execute: Callable[[Effect], None],
+) -> UnitJournal:
+    """Step the unit machine for one event until it settles or ``MAX_ROUNDS`` are used."""
+    for _ in range(MAX_ROUNDS):
+        journal, outcome = step(journal, unit_input(observe()))
+        if not outcome.effects:
+            break
+        for effect in outcome.effects:
+            execute(effect)
+    return journal
+
+
+def run_cluster(
+    journal: ClusterJournal,
+    event: Event,
+    leader: str,
+    members: Sequence[MemberReport],
+    subject: str | None,
+    execute: Callable[[Effect], None],
+) -> ClusterJournal:
+    """Step the leader's cluster machine once for one event and execute its effects."""
+    cluster_input = ClusterInput(
+        event=event, leader=leader, subject=subject, members=tuple(members)
+    )
+    journal, outcome = step(journal, cluster_input)
+    for effect in outcome.effects:
+        execute(effect)
+    return journal
+
+
+def report(unit: str, journal: UnitJournal) -> MemberReport:
+    """The facts a unit publishes, as the leader reads them."""
+    return MemberReport(unit=unit, **journal.current.model_dump())

@@ -1,0 +1,450 @@
+"""The unit machine: one unit's redis-server and sentinel, from first start to teardown.
+
+Every unit runs this machine on every event. It reads its own observation of
+redis and sentinel and the cluster facts the leader published; it never picks
+a primary itself. Sentinel is the truth about who is primary once a primary
+exists: a unit follows what its own sentinel reports, and otherwise the
+primary the leader recorded from the sentinels (or elected for a bootstrap or
+a cold start).
+
+Two triggers: ``observe`` (every event that brings news) and ``teardown``
+(stop, storage-detaching, remove, peer-relation-broken). The table below is
+the whole protocol of a unit; read it top to bottom.
+"""
+
+from __future__ import annotations
+
+from .engine import Engine, Step, go, noop
+from .types import (
+    HANDOVER_COMPLETED,
+    ConfigureRedis,
+    ConfigureSentinel,
+    Event,
+    Fence,
+    HandOver,
+    ResetSentinel,
+    Role,
+    StopWorkload,
+    UnitFacts,
+    UnitInput,
+    UnitName,
+    UnitState,
+)
+
+OBSERVE = "observe"
+TEARDOWN = "teardown"
+
+TRIGGER_OF: dict[Event, str] = {
+    event: TEARDOWN
+    if event
+    in {Event.STOP, Event.STORAGE_DETACHING, Event.REMOVE, Event.PEER_RELATION_BROKEN}
+    else OBSERVE
+    for event in Event
+}
+"""Which trigger each event fires on the unit machine."""
+
+UnitStep = Step[UnitFacts, UnitInput]
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _me(s: UnitStep) -> UnitName:
+    return s.input.unit
+
+
+def _others(s: UnitStep) -> int:
+    return len([m for m in s.input.cluster.members if m != s.input.unit])
+
+
+def newer_primary(s: UnitStep) -> UnitName | None:
+    """The primary that supersedes the one this unit follows, if there is one.
+
+    The unit's own sentinel wins when it names someone; otherwise a primary
+    the leader decided at a newer cluster epoch (a failover it recorded from
+    the other sentinels, or a cold-start election).
+    """
+    obs, cluster, facts = s.input.observation, s.input.cluster, s.facts
+    if obs.sentinel_up and obs.sentinel_primary and obs.sentinel_primary != facts.following:
+        return obs.sentinel_primary
+    if cluster.primary and cluster.primary != facts.following and cluster.epoch > facts.epoch:
+        return cluster.primary
+    return None
+
+
+def believed_primary(s: UnitStep) -> UnitName | None:
+    """Who the primary is, for a unit that is not following anyone yet."""
+    obs = s.input.observation
+    if obs.sentinel_up and obs.sentinel_primary:
+        return obs.sentinel_primary
+    return s.input.cluster.primary
+
+
+# ------------------------------------------------------------------- guards
+
+
+def containers_ready(s: UnitStep) -> bool:
+    """Pebble answers in both containers: redis-server can be started."""
+    return s.input.observation.containers_ready
+
+
+def containers_lost(s: UnitStep) -> bool:
+    """Pebble no longer answers in one of the containers."""
+    return not s.input.observation.containers_ready
+
+
+def elected_primary(s: UnitStep) -> bool:
+    """The leader elected this unit to start as primary (bootstrap or cold start)."""
+    c = s.input.cluster
+    return c.start_as_primary == _me(s) and c.primary == _me(s) and c.epoch > s.facts.epoch
+
+
+def named_primary_but_empty(s: UnitStep) -> bool:
+    """Named primary, came back with no data, and other members may hold it (rule 8)."""
+    return (
+        believed_primary(s) == _me(s)
+        and s.facts.ever_started
+        and s.facts.keys == 0
+        and s.facts.master_repl_offset == 0
+        and _others(s) > 0
+    )
+
+
+def named_primary(s: UnitStep) -> bool:
+    """Sentinel (or the leader's record of it) names this unit primary."""
+    return believed_primary(s) == _me(s)
+
+
+def primary_known(s: UnitStep) -> bool:
+    """Sentinel (or the leader's record of it) names another unit primary."""
+    return believed_primary(s) not in (None, _me(s))
+
+
+def confirmed_primary(s: UnitStep) -> bool:
+    """redis-server reports master and this unit's sentinel names it."""
+    obs = s.input.observation
+    return obs.role is Role.MASTER and obs.sentinel_primary == _me(s)
+
+
+def superseded(s: UnitStep) -> bool:
+    """Another unit is now the primary than the one this unit follows."""
+    return newer_primary(s) not in (None, _me(s))
+
+
+def promoted(s: UnitStep) -> bool:
+    """Sentinel promoted this unit: it names it and redis-server reports master."""
+    return newer_primary(s) == _me(s) and s.input.observation.role is Role.MASTER
+
+
+def synced(s: UnitStep) -> bool:
+    """The replica's link to its primary is up and no sync is in progress."""
+    obs = s.input.observation
+    return obs.role is Role.SLAVE and obs.master_link_up and not obs.sync_in_progress
+
+
+def link_lost(s: UnitStep) -> bool:
+    """A synced replica lost its link to the primary (or stopped being a replica)."""
+    obs = s.input.observation
+    return obs.role is not Role.SLAVE or not obs.master_link_up
+
+
+def restarted_empty(s: UnitStep) -> bool:
+    """The primary's redis-server came back with no data while replicas may hold it (rule 8)."""
+    obs = s.input.observation
+    return (
+        obs.redis_up
+        and obs.role is Role.MASTER
+        and obs.keys == 0
+        and obs.master_repl_offset == 0
+        and _had_data(s)
+        and _others(s) > 0
+    )
+
+
+def switchover_requested(s: UnitStep) -> bool:
+    """The leader asks this primary to hand over, and it has not answered yet."""
+    c = s.input.cluster
+    return c.switchover_target not in (None, _me(s)) and s.facts.handover is None
+
+
+def handover_answered(s: UnitStep) -> bool:
+    """The switchover request this unit answered is no longer pending."""
+    return s.facts.handover is not None and s.input.cluster.switchover_target is None
+
+
+def has_other_members(s: UnitStep) -> bool:
+    """Other units exist that can take over as primary."""
+    return _others(s) > 0
+
+
+def handed_over(s: UnitStep) -> bool:
+    """The handover completed: another unit is primary and this one follows it."""
+    return (
+        s.input.observation.handover == HANDOVER_COMPLETED
+        or s.input.observation.role is Role.SLAVE
+    ) and superseded(s)
+
+
+def handover_failed(s: UnitStep) -> bool:
+    """The handover could not be done; the workload said why."""
+    outcome = s.input.observation.handover
+    return outcome is not None and outcome != HANDOVER_COMPLETED
+
+
+def sentinel_reset_due(s: UnitStep) -> bool:
+    """It is this unit's turn to reset its sentinel in the current reset wave."""
+    c = s.input.cluster
+    return c.reset_turn == _me(s) and s.facts.reset_wave < c.reset_wave
+
+
+def sentinel_reset_verified(s: UnitStep) -> bool:
+    """After its reset, this unit's sentinel sees exactly the other members' sentinels."""
+    c = s.input.cluster
+    return (
+        c.reset_wave > 0
+        and s.facts.reset_wave == c.reset_wave
+        and not s.facts.reset_verified
+        and s.input.observation.sentinels_seen == _others(s)
+    )
+
+
+def quorum_stale(s: UnitStep) -> bool:
+    """The leader set a new sentinel quorum that this unit's sentinel does not have."""
+    q = s.input.cluster.quorum
+    return q > 0 and q != s.facts.quorum and s.facts.following is not None
+
+
+def redis_not_running(s: UnitStep) -> bool:
+    """redis-server does not answer (its start or reconfiguration did not take)."""
+    return not s.input.observation.redis_up
+
+
+def not_replicating(s: UnitStep) -> bool:
+    """This unit should replicate but redis-server is down or not a replica."""
+    obs = s.input.observation
+    return not obs.redis_up or obs.role is not Role.SLAVE
+
+
+def not_master(s: UnitStep) -> bool:
+    """This unit was configured as primary but redis-server is down or not a master."""
+    obs = s.input.observation
+    return not obs.redis_up or obs.role is not Role.MASTER
+
+
+def sentinel_not_running(s: UnitStep) -> bool:
+    """This unit's sentinel was configured but does not answer."""
+    return s.facts.following is not None and not s.input.observation.sentinel_up
+
+
+def _had_data(s: UnitStep) -> bool:
+    return s.facts.master_repl_offset > 0 or s.facts.keys > 0
+
+
+# ------------------------------------------------------------------ actions
+
+
+def record_observation(s: UnitStep) -> None:
+    """Fold what was observed into the facts the unit publishes (before any row).
+
+    Offset and key count are published only while they stand still (the unit
+    is neither a primary nor a live replica) or when they first become
+    non-zero: they move with every write, and a databag rewritten on every
+    hook would wake every other unit with relation-changed, for nothing. The
+    leader needs them only for a cold start, when nothing replicates.
+    A primary that comes back empty keeps its last values until
+    ``restarted_empty`` has seen the difference; ``fence`` then records zeros.
+    """
+    obs = s.input.observation
+    live = obs.role is Role.MASTER or (obs.role is Role.SLAVE and obs.master_link_up)
+    changes: dict[str, object] = {
+        "redis_up": obs.redis_up,
+        "sentinel_up": obs.sentinel_up,
+        "sentinel_primary": obs.sentinel_primary if obs.sentinel_up else None,
+        "sentinel_epoch": obs.sentinel_epoch if obs.sentinel_up else 0,
+        "sentinels_seen": obs.sentinels_seen if obs.sentinel_up else 0,
+        "role": obs.role if obs.redis_up else Role.UNKNOWN,
+        "master_link_up": obs.redis_up and obs.master_link_up,
+    }
+    unknown = s.facts.master_repl_offset == 0 and s.facts.keys == 0
+    if obs.redis_up and (not live or unknown):
+        changes.update(master_repl_offset=obs.master_repl_offset, keys=obs.keys)
+    s.update(**changes)
+
+
+def configure_as_primary(s: UnitStep) -> None:
+    """Run redis-server as primary and make this unit's sentinel monitor it."""
+    me, c = _me(s), s.input.cluster
+    s.update(following=me, epoch=c.epoch, ever_started=True, quorum=c.quorum, handover=None)
+    s.emit(ConfigureRedis(replica_of=None), ConfigureSentinel(primary=me, quorum=c.quorum))
+
+
+def configure_as_replica(s: UnitStep) -> None:
+    """Replicate from the primary Sentinel names and monitor it."""
+    primary = newer_primary(s) or believed_primary(s)
+    assert primary is not None  # guarded by primary_known / superseded
+    c = s.input.cluster
+    s.update(following=primary, epoch=max(c.epoch, s.facts.epoch), ever_started=True, quorum=c.quorum)
+    s.emit(ConfigureRedis(replica_of=primary), ConfigureSentinel(primary=primary, quorum=c.quorum))
+
+
+def follow_promotion(s: UnitStep) -> None:
+    """Sentinel made this unit primary: render its config as primary, nothing restarts."""
+    me, c = _me(s), s.input.cluster
+    s.update(following=me, epoch=max(c.epoch, s.facts.epoch))
+    s.emit(ConfigureRedis(replica_of=None))
+
+
+def start_fenced(s: UnitStep) -> None:
+    """Start redis-server fenced: its offset can be read, it serves no write and no sync."""
+    s.emit(Fence())
+
+
+def fence(s: UnitStep) -> None:
+    """Keep the empty restarted redis from serving writes or a sync to the replicas."""
+    me, c = _me(s), s.input.cluster
+    s.update(
+        following=me,
+        epoch=max(c.epoch, s.facts.epoch),
+        quorum=c.quorum,
+        master_repl_offset=s.input.observation.master_repl_offset,
+        keys=s.input.observation.keys,
+    )
+    s.emit(Fence(), ConfigureSentinel(primary=me, quorum=c.quorum))
+
+
+def reapply_replica(s: UnitStep) -> None:
+    """Configure redis-server again as a replica of the primary this unit follows."""
+    s.emit(ConfigureRedis(replica_of=s.facts.following))
+
+
+def reapply_primary(s: UnitStep) -> None:
+    """Configure redis-server again as the primary it was elected to be."""
+    s.emit(ConfigureRedis(replica_of=None))
+
+
+def reapply_sentinel(s: UnitStep) -> None:
+    """Start this unit's sentinel again, monitoring the primary it follows."""
+    assert s.facts.following is not None  # guarded by sentinel_not_running
+    s.emit(ConfigureSentinel(primary=s.facts.following, quorum=s.input.cluster.quorum))
+
+
+def hand_over_to_target(s: UnitStep) -> None:
+    """Switch over to the replica the leader named."""
+    s.update(handover=None)
+    s.emit(HandOver(target=s.input.cluster.switchover_target))
+
+
+def hand_over_to_best(s: UnitStep) -> None:
+    """Switch over to the best replica before stopping."""
+    s.update(handover=None)
+    s.emit(HandOver(target=None))
+
+
+def record_handover(s: UnitStep) -> None:
+    """Keep the handover outcome for the leader and the operator."""
+    s.update(handover=s.input.observation.handover or "no outcome observed")
+
+
+def clear_handover(s: UnitStep) -> None:
+    """Forget the answer to a switchover request the leader has closed."""
+    s.update(handover=None)
+
+
+def stop_workload(s: UnitStep) -> None:
+    """Stop redis-server and the sentinel."""
+    s.emit(StopWorkload())
+
+
+def reset_sentinel(s: UnitStep) -> None:
+    """Reset this unit's sentinel for the current wave."""
+    wave = s.input.cluster.reset_wave
+    s.update(reset_wave=wave, reset_verified=False)
+    s.emit(ResetSentinel(wave=wave))
+
+
+def mark_reset_verified(s: UnitStep) -> None:
+    """Tell the leader this sentinel's reset is done and verified."""
+    s.update(reset_verified=True)
+
+
+def apply_quorum(s: UnitStep) -> None:
+    """Set the leader's quorum on this unit's sentinel."""
+    c = s.input.cluster
+    assert s.facts.following is not None  # guarded by quorum_stale
+    s.update(quorum=c.quorum)
+    s.emit(ConfigureSentinel(primary=s.facts.following, quorum=c.quorum))
+
+
+# -------------------------------------------------------------------- table
+
+S = UnitState
+RUNNING = (S.PRIMARY, S.SYNCING, S.REPLICA)
+
+TABLE = (
+    # --- waiting for the containers -------------------------------------------------------
+    go(OBSERVE, S.WAITING_FOR_WORKLOAD, S.WAITING_FOR_PRIMARY, containers_ready, start_fenced),
+    noop(OBSERVE, S.WAITING_FOR_WORKLOAD, "redis or sentinel container not reachable yet"),
+    # --- waiting for a primary to exist ---------------------------------------------------
+    go(OBSERVE, S.WAITING_FOR_PRIMARY, S.WAITING_FOR_WORKLOAD, containers_lost),
+    go(OBSERVE, S.WAITING_FOR_PRIMARY, S.STARTING_PRIMARY, elected_primary, configure_as_primary),
+    go(OBSERVE, S.WAITING_FOR_PRIMARY, S.FENCED, named_primary_but_empty, fence),
+    go(OBSERVE, S.WAITING_FOR_PRIMARY, S.STARTING_PRIMARY, named_primary, configure_as_primary),
+    go(OBSERVE, S.WAITING_FOR_PRIMARY, S.SYNCING, primary_known, configure_as_replica),
+    go(OBSERVE, S.WAITING_FOR_PRIMARY, None, redis_not_running, start_fenced),
+    noop(OBSERVE, S.WAITING_FOR_PRIMARY, "no primary yet: the leader bootstraps or recovers"),
+    # --- configured as primary, waiting for redis and sentinel to agree --------------------
+    go(OBSERVE, S.STARTING_PRIMARY, S.PRIMARY, confirmed_primary),
+    go(OBSERVE, S.STARTING_PRIMARY, S.SYNCING, superseded, configure_as_replica),
+    go(OBSERVE, S.STARTING_PRIMARY, None, not_master, reapply_primary),
+    go(OBSERVE, S.STARTING_PRIMARY, None, sentinel_not_running, reapply_sentinel),
+    noop(OBSERVE, S.STARTING_PRIMARY, "waiting for redis to report master and sentinel to name it"),
+    # --- primary ---------------------------------------------------------------------------
+    go(OBSERVE, S.PRIMARY, S.FENCED, restarted_empty, fence),
+    go(OBSERVE, S.PRIMARY, S.SYNCING, superseded, configure_as_replica),
+    go(OBSERVE, S.PRIMARY, S.HANDING_OVER, switchover_requested, hand_over_to_target),
+    go(OBSERVE, S.PRIMARY, None, handover_answered, clear_handover),
+    # --- replica ---------------------------------------------------------------------------
+    go(OBSERVE, (S.SYNCING, S.REPLICA), S.STARTING_PRIMARY, elected_primary, configure_as_primary),
+    go(OBSERVE, S.SYNCING, S.PRIMARY, promoted, follow_promotion),
+    go(OBSERVE, S.SYNCING, None, superseded, configure_as_replica),
+    go(OBSERVE, S.SYNCING, S.REPLICA, synced),
+    go(OBSERVE, S.SYNCING, None, not_replicating, reapply_replica),
+    go(OBSERVE, S.REPLICA, S.PRIMARY, promoted, follow_promotion),
+    go(OBSERVE, S.REPLICA, S.SYNCING, superseded, configure_as_replica),
+    go(OBSERVE, S.REPLICA, S.SYNCING, link_lost),
+    # --- every serving unit: sentinel quorum and reset waves --------------------------------
+    go(OBSERVE, RUNNING, None, sentinel_not_running, reapply_sentinel),
+    go(OBSERVE, RUNNING, None, quorum_stale, apply_quorum),
+    go(OBSERVE, RUNNING, None, sentinel_reset_due, reset_sentinel),
+    go(OBSERVE, RUNNING, None, sentinel_reset_verified, mark_reset_verified),
+    noop(OBSERVE, RUNNING, "steady: redis and sentinel agree with the recorded role"),
+    # --- fenced: an empty restart must not become the source of truth ----------------------
+    go(OBSERVE, S.FENCED, S.STARTING_PRIMARY, elected_primary, configure_as_primary),
+    go(OBSERVE, S.FENCED, S.SYNCING, superseded, configure_as_replica),
+    go(OBSERVE, S.FENCED, S.SYNCING, primary_known, configure_as_replica),
+    noop(OBSERVE, S.FENCED, "restarted empty: waiting for Sentinel to promote a replica"),
+    # --- planned switchover away from this primary -----------------------------------------
+    go(OBSERVE, S.HANDING_OVER, S.SYNCING, handed_over, record_handover, configure_as_replica),
+    go(OBSERVE, S.HANDING_OVER, S.PRIMARY, handover_failed, record_handover),
+    noop(OBSERVE, S.HANDING_OVER, "waiting for the handover outcome"),
+    # --- stopped (a restarted pod starts over) ----------------------------------------------
+    go(OBSERVE, S.STOPPED, S.WAITING_FOR_WORKLOAD),
+    # --- teardown: a primary hands over before it stops -------------------------------------
+    go(TEARDOWN, (S.PRIMARY, S.STARTING_PRIMARY), S.HANDING_OVER, has_other_members, hand_over_to_best),
+    go(TEARDOWN, (S.PRIMARY, S.STARTING_PRIMARY), S.STOPPED, None, stop_workload),
+    go(TEARDOWN, S.HANDING_OVER, S.STOPPED, handed_over, record_handover, stop_workload),
+    go(TEARDOWN, S.HANDING_OVER, S.STOPPED, handover_failed, record_handover, stop_workload),
+    noop(TEARDOWN, S.HANDING_OVER, "waiting for the handover outcome before stopping"),
+    go(
+        TEARDOWN,
+        (S.WAITING_FOR_WORKLOAD, S.WAITING_FOR_PRIMARY, S.SYNCING, S.REPLICA, S.FENCED),
+        S.STOPPED,
+        None,
+        stop_workload,
+    ),
+    noop(TEARDOWN, S.STOPPED, "already stopped"),
+)  # fmt: skip
+
+UNIT_MACHINE: Engine[UnitFacts, UnitInput] = Engine(
+    "unit", UnitState, (OBSERVE, TEARDOWN), TABLE, record_observation
+)
