@@ -116,12 +116,16 @@ def members_have_data(s: ClusterStep) -> bool:
 
 
 def can_bootstrap(s: ClusterStep) -> bool:
-    """Nobody ever started, nobody has data, no sentinel knows a primary, a member is up."""
+    """Every member reported, none ever started or has data, no sentinel knows a primary.
+
+    A member that has not reported yet might hold data: the bootstrap waits for it.
+    """
     return (
         s.facts.bootstrapped is None
+        and bool(s.input.members)
+        and all(m.redis_up for m in s.input.members)
         and not members_have_data(s)
         and not sentinel_knows_primary(s)
-        and any(m.redis_up for m in s.input.members)
     )
 
 
@@ -218,6 +222,11 @@ def switchover_failed(s: ClusterStep) -> bool:
     return report is not None and report.handover not in (None, HANDOVER_COMPLETED)
 
 
+def departures_pending(s: ClusterStep) -> bool:
+    """Units left while no primary was established: their sentinels must be forgotten now."""
+    return bool(s.facts.departed)
+
+
 def reset_turn_done(s: ClusterStep) -> bool:
     """The unit at the head of the reset queue is gone or reported its verified reset."""
     if not s.facts.reset_queue:
@@ -246,6 +255,16 @@ def _sentinels_up(s: ClusterStep) -> int:
 # ------------------------------------------------------------------ actions
 
 
+def next_epoch(s: ClusterStep) -> int:
+    """The epoch of a new primary: above every epoch recorded here or by any member.
+
+    Members remember the epoch they follow, so epochs keep rising even when
+    the application databag was lost or unreadable.
+    """
+    return max((s.facts.epoch, *(m.epoch for m in s.input.members))) + 1
+
+
+
 def record_members(s: ClusterStep) -> None:
     """Fold the membership into the facts (before any row): members and sentinel quorum."""
     members = tuple(sorted({m.unit for m in s.input.members} | {s.input.leader}, key=unit_number))
@@ -256,7 +275,7 @@ def bootstrap(s: ClusterStep) -> None:
     """Choose the one bootstrap primary of this cluster's life: the lowest-numbered ready member."""
     ready = [m.unit for m in s.input.members if m.redis_up]
     chosen = min(ready, key=unit_number)
-    epoch = s.facts.epoch + 1
+    epoch = next_epoch(s)
     s.update(bootstrapped=chosen, primary=chosen, start_as_primary=chosen, epoch=epoch, note=None)
     s.emit(AnnouncePrimary(primary=chosen, epoch=epoch))
 
@@ -269,7 +288,7 @@ def withdraw_primary(s: ClusterStep) -> None:
 def elect_most_advanced(s: ClusterStep) -> None:
     """Cold start: the member with the highest replication offset becomes primary."""
     chosen = most_advanced(s.input.members).unit
-    epoch = s.facts.epoch + 1
+    epoch = next_epoch(s)
     s.update(primary=chosen, start_as_primary=chosen, epoch=epoch, sentinel_epoch=0)
     s.emit(AnnouncePrimary(primary=chosen, epoch=epoch))
 
@@ -279,7 +298,7 @@ def adopt_sentinel_primary(s: ClusterStep) -> None:
     view = sentinel_view(s)
     assert view is not None  # guarded
     primary, sentinel_epoch = view
-    epoch = s.facts.epoch + 1
+    epoch = next_epoch(s)
     s.update(
         primary=primary,
         start_as_primary=None,
@@ -309,14 +328,19 @@ def serve(s: ClusterStep) -> None:
 
 def start_reset_wave(s: ClusterStep) -> None:
     """A unit left: reset every remaining sentinel, one at a time, lowest number first."""
-    assert s.input.subject is not None  # guarded by was_member
-    departed = tuple(sorted(set(s.facts.departed) | {s.input.subject}, key=unit_number))
+    departed = tuple(sorted(set(s.facts.departed) | {s.input.subject} - {None}, key=unit_number))
     s.update(
         departed=departed,
         reset_queue=s.facts.members,
         reset_wave=s.facts.reset_wave + 1,
         switchover_target=None,
     )
+
+
+def remember_departure(s: ClusterStep) -> None:
+    """A unit left before a primary was established: reset it out once one is."""
+    assert s.input.subject is not None  # guarded by departed_is_gone
+    s.update(departed=tuple(sorted({*s.facts.departed, s.input.subject}, key=unit_number)))
 
 
 def pop_reset_turn(s: ClusterStep) -> None:
@@ -341,6 +365,8 @@ def refuse_switchover(s: ClusterStep) -> None:
     """Say why a switchover cannot happen now."""
     if s.facts.state not in (ClusterState.HA, ClusterState.NOT_HA):
         reason = f"cluster is {s.facts.state.value}; switchover needs a settled cluster"
+    elif s.input.subject is not None and s.input.subject == s.facts.primary:
+        reason = f"{s.input.subject} is already the primary"
     elif s.input.subject is not None:
         reason = f"{s.input.subject} is not a synced replica of {s.facts.primary}"
     else:
@@ -375,11 +401,13 @@ TABLE = (
     noop(OBSERVE, C.FORMING, "no member is up yet"),
     # --- bootstrapping: waiting for the chosen unit to serve -------------------------------
     go(OBSERVE, C.BOOTSTRAPPING, C.NOT_HA, elected_primary_serving, serve),
+    go(OBSERVE, C.BOOTSTRAPPING, C.NOT_HA, sentinel_moved_primary, record_failover),
     go(OBSERVE, C.BOOTSTRAPPING, C.RECOVERING, elected_primary_gone, withdraw_primary),
     noop(OBSERVE, C.BOOTSTRAPPING, "waiting for the bootstrap primary to serve"),
     # --- recovering: a cold start elects the most advanced member --------------------------
     go(OBSERVE, C.RECOVERING, C.NOT_HA, sentinel_names_serving_primary, adopt_sentinel_primary),
     go(OBSERVE, C.RECOVERING, C.NOT_HA, elected_primary_serving, serve),
+    go(OBSERVE, C.RECOVERING, C.NOT_HA, sentinel_moved_primary, record_failover),
     go(OBSERVE, C.RECOVERING, None, elected_primary_gone, withdraw_primary),
     go(OBSERVE, C.RECOVERING, None, election_due, elect_most_advanced),
     noop(OBSERVE, C.RECOVERING, "waiting for every member to report its offset"),
@@ -393,6 +421,7 @@ TABLE = (
     go(OBSERVE, C.RESETTING_SENTINELS, None, reset_turn_done, pop_reset_turn),
     go(OBSERVE, C.RESETTING_SENTINELS, C.NOT_HA, reset_complete, finish_reset_wave),
     noop(OBSERVE, C.RESETTING_SENTINELS, "waiting for the sentinel whose turn it is"),
+    go(OBSERVE, SETTLED, C.RESETTING_SENTINELS, departures_pending, start_reset_wave),
     go(OBSERVE, (C.HA, C.NO_QUORUM), C.NOT_HA, fewer_than_three),
     go(OBSERVE, (C.NOT_HA, C.NO_QUORUM), C.HA, ha_possible),
     go(OBSERVE, (C.NOT_HA, C.HA), C.NO_QUORUM, sentinel_minority),
@@ -400,12 +429,18 @@ TABLE = (
     # --- a member left ---------------------------------------------------------------------
     go(MEMBER_DEPARTED, SERVING, C.RESETTING_SENTINELS, departed_is_gone, start_reset_wave),
     noop(MEMBER_DEPARTED, SERVING, "not a member the sentinels know"),
-    noop(MEMBER_DEPARTED, (C.FORMING, C.BOOTSTRAPPING, C.RECOVERING), "no sentinel to reset yet"),
+    go(MEMBER_DEPARTED, (C.FORMING, C.BOOTSTRAPPING, C.RECOVERING), None, departed_is_gone, remember_departure),
+    noop(MEMBER_DEPARTED, (C.FORMING, C.BOOTSTRAPPING, C.RECOVERING), "not a unit that left"),
     # --- the operator asks for a switchover ------------------------------------------------
     go(SWITCHOVER_REQUESTED, (C.HA, C.NOT_HA), C.SWITCHING_OVER, switchover_allowed, request_switchover),
     go(SWITCHOVER_REQUESTED, tuple(C), None, None, refuse_switchover),
 )  # fmt: skip
 
 CLUSTER_MACHINE: Engine[ClusterFacts, ClusterInput] = Engine(
-    "cluster", ClusterState, (OBSERVE, MEMBER_DEPARTED, SWITCHOVER_REQUESTED), TABLE, record_members
+    "cluster",
+    ClusterState,
+    (OBSERVE, MEMBER_DEPARTED, SWITCHOVER_REQUESTED),
+    TABLE,
+    record_members,
+    then={MEMBER_DEPARTED: OBSERVE, SWITCHOVER_REQUESTED: OBSERVE},
 )

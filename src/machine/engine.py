@@ -9,7 +9,9 @@ engine refuses to build a table that leaves a pair unhandled, so stepping can
 never raise "invalid trigger".
 
 An input is processed run-to-completion: rows fire one after another until
-an explicit no-op fires, or a row emits effects (those must be executed and
+an explicit no-op fires (after the first row, a one-shot trigger such as
+"member departed" continues as the machine's ``then`` trigger says, so the
+same request is not applied twice), or a row emits effects (those must be executed and
 observed before the machine can go on), or ``MAX_MICROSTEPS`` is reached (a
 table bug that the property tests look for).
 """
@@ -19,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from transitions import Machine
@@ -110,6 +112,7 @@ class Engine(Generic[F, I]):
         triggers: Sequence[str],
         rules: Sequence[Rule],
         prepare: Callable[[Step[F, I]], None],
+        then: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
         self.states = tuple(s.value for s in states)
@@ -117,6 +120,7 @@ class Engine(Generic[F, I]):
         self.triggers = tuple(triggers)
         self.rules = tuple(rules)
         self.prepare = prepare
+        self.then = dict(then or {})
         self._check_total()
         self._machine = Machine(
             model=None,
@@ -126,6 +130,8 @@ class Engine(Generic[F, I]):
             auto_transitions=False,
             send_event=False,
         )
+        self._cursor = _Cursor()
+        self._machine.add_model(self._cursor)
 
     def _check_total(self) -> None:
         for rule in self.rules:
@@ -162,12 +168,8 @@ class Engine(Generic[F, I]):
         for _ in range(MAX_MICROSTEPS):
             step.fired = None
             emitted = len(step.effects)
-            cursor = _Cursor()
-            self._machine.add_model(cursor, initial=step.facts.state.value)  # type: ignore[attr-defined]
-            try:
-                cursor.trigger(trigger, step)  # type: ignore[attr-defined]
-            finally:
-                self._machine.remove_model(cursor)
+            self._machine.set_state(step.facts.state.value, model=self._cursor)  # type: ignore[attr-defined]
+            self._cursor.trigger(trigger, step)  # type: ignore[attr-defined]
             rule = step.fired
             if rule is None or rule.noop is not None:
                 break
@@ -176,11 +178,15 @@ class Engine(Generic[F, I]):
             path.append(step.facts.state.value)  # type: ignore[attr-defined]
             if len(step.effects) > emitted:
                 break
+            trigger = self.then.get(trigger, trigger)
         return Outcome(step.facts, tuple(step.effects), tuple(path))
 
 
 class _Cursor:
-    """The model ``transitions`` moves for one micro-step; guards and actions get the Step."""
+    """The model ``transitions`` moves; it is set to the step's state before each micro-step.
+
+    Guards and actions receive the Step, never the cursor: the cursor carries no data.
+    """
 
 
 def _mark_fired(rule: Rule, step: Step[Any, Any]) -> None:

@@ -127,6 +127,8 @@ class UnitObservation(_Frozen):
     role: Role = Role.UNKNOWN
     master_repl_offset: Offset = 0
     keys: Count = 0
+    master_host: UnitName | None = None
+    """The unit a replica replicates from (``master_host`` of INFO replication)."""
     master_link_up: bool = False
     sync_in_progress: bool = False
     sentinel_primary: UnitName | None = None

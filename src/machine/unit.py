@@ -17,6 +17,7 @@ from __future__ import annotations
 from .engine import Engine, Step, go, noop
 from .types import (
     HANDOVER_COMPLETED,
+    SERVING_CLUSTER_STATES,
     ConfigureRedis,
     ConfigureSentinel,
     Event,
@@ -116,8 +117,16 @@ def named_primary(s: UnitStep) -> bool:
 
 
 def primary_known(s: UnitStep) -> bool:
-    """Sentinel (or the leader's record of it) names another unit primary."""
-    return believed_primary(s) not in (None, _me(s))
+    """Another unit serves as primary: this unit's sentinel names it, or the leader recorded it.
+
+    While the leader's chosen primary is still starting (bootstrap or cold
+    start), the others wait: a sentinel told to monitor a redis that is not
+    yet a master would soon fail it over.
+    """
+    obs, cluster = s.input.observation, s.input.cluster
+    if obs.sentinel_up and obs.sentinel_primary:
+        return obs.sentinel_primary != _me(s)
+    return cluster.primary not in (None, _me(s)) and cluster.state in SERVING_CLUSTER_STATES
 
 
 def confirmed_primary(s: UnitStep) -> bool:
@@ -139,13 +148,22 @@ def promoted(s: UnitStep) -> bool:
 def synced(s: UnitStep) -> bool:
     """The replica's link to its primary is up and no sync is in progress."""
     obs = s.input.observation
-    return obs.role is Role.SLAVE and obs.master_link_up and not obs.sync_in_progress
+    return (
+        obs.role is Role.SLAVE
+        and obs.master_host == s.facts.following
+        and obs.master_link_up
+        and not obs.sync_in_progress
+    )
 
 
 def link_lost(s: UnitStep) -> bool:
     """A synced replica lost its link to the primary (or stopped being a replica)."""
     obs = s.input.observation
-    return obs.role is not Role.SLAVE or not obs.master_link_up
+    return (
+        obs.role is not Role.SLAVE
+        or obs.master_host != s.facts.following
+        or not obs.master_link_up
+    )
 
 
 def restarted_empty(s: UnitStep) -> bool:
@@ -220,9 +238,9 @@ def redis_not_running(s: UnitStep) -> bool:
 
 
 def not_replicating(s: UnitStep) -> bool:
-    """This unit should replicate but redis-server is down or not a replica."""
+    """This unit should replicate but redis-server is down or replicates from another unit."""
     obs = s.input.observation
-    return not obs.redis_up or obs.role is not Role.SLAVE
+    return not obs.redis_up or obs.role is not Role.SLAVE or obs.master_host != s.facts.following
 
 
 def not_master(s: UnitStep) -> bool:
@@ -400,6 +418,7 @@ TABLE = (
     noop(OBSERVE, S.STARTING_PRIMARY, "waiting for redis to report master and sentinel to name it"),
     # --- primary ---------------------------------------------------------------------------
     go(OBSERVE, S.PRIMARY, S.FENCED, restarted_empty, fence),
+    go(OBSERVE, S.PRIMARY, S.WAITING_FOR_PRIMARY, redis_not_running, start_fenced),
     go(OBSERVE, S.PRIMARY, S.SYNCING, superseded, configure_as_replica),
     go(OBSERVE, S.PRIMARY, S.HANDING_OVER, switchover_requested, hand_over_to_target),
     go(OBSERVE, S.PRIMARY, None, handover_answered, clear_handover),

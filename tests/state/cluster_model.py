@@ -75,8 +75,8 @@ class Redis:
     offset: int = 0
     keys: int = 0
     frozen: bool = False
-    master_since: int = 0
-    """World-wide counter value when this redis last became a master."""
+    master_epoch: int = 0
+    """The Sentinel config epoch on its side of the network when it became a master."""
 
 
 @dataclasses.dataclass
@@ -110,7 +110,6 @@ class World:
         self.leader: str | None = None
         self.app_data: str = ""
         self.next_number = 0
-        self.counter = 0
         # What the invariants look at.
         self.announced: dict[int, str] = {}
         self.bootstraps: list[tuple[str, bool]] = []
@@ -121,14 +120,25 @@ class World:
         """(unit, recorded handover outcome, other members then) for every primary that stopped."""
         self.refusals: list[str] = []
         self.hooks_run = 0
+        self._journals: dict[tuple, object] = {}
 
     # ------------------------------------------------------------ juju side
 
     def cluster(self) -> ClusterFacts:
-        return J.load_cluster(self.app_data)[0].current
+        return self.cluster_journal().current
+
+    def cluster_journal(self) -> J.ClusterJournal:
+        return self._loaded(self.app_data, J.load_cluster)
 
     def unit_journal(self, name: str) -> J.UnitJournal:
-        return J.load_unit(self.pods[name].unit_data)[0]
+        return self._loaded(self.pods[name].unit_data, J.load_unit)
+
+    def _loaded(self, text, load):
+        """Load a databag value as the charm does (validated, replayed), once per distinct text."""
+        key = (load, text)
+        if key not in self._journals:
+            self._journals[key] = load(text)[0]  # unreadable data: a fresh journal
+        return self._journals[key]
 
     def add_unit(self) -> str:
         name = f"{APP}/{self.next_number}"
@@ -176,6 +186,17 @@ class World:
         if not self.persistent:
             pod.redis.offset = pod.redis.keys = 0
 
+    def kill_redis(self, name: str) -> None:
+        """SIGKILL redis-server. With persistence Pebble restarts it with its data; without,
+        the charm's layer does not let Pebble restart it (an empty restart could wipe the
+        replicas), so it stays down and the check fails."""
+        pod = self.pods[name]
+        if self.persistent:
+            return  # restarted in about half a second, data and role as before
+        pod.redis.up = False
+        pod.redis.offset = pod.redis.keys = 0
+        pod.queue.append((Event.PEBBLE_CHECK_FAILED, None))
+
     def restart_pod(self, name: str) -> None:
         pod = self.pods[name]
         pod.alive = True
@@ -193,7 +214,7 @@ class World:
     def run_hook(self, name: str, event: Event, subject: str | None) -> None:
         pod = self.pods[name]
         self.hooks_run += 1
-        before = J.load_unit(pod.unit_data)[0]
+        before = self.unit_journal(name)
         cluster = self.cluster()
         unit_journal = run_unit(
             before,
@@ -214,7 +235,7 @@ class World:
             truth = {m: self.pods[m].redis.offset for m in self.members}
             had_data = any(self.pods[m].redis.offset or self.pods[m].redis.keys for m in self.members)
             cluster_journal = run_cluster(
-                J.load_cluster(self.app_data)[0],
+                self.cluster_journal(),
                 event,
                 name,
                 self.reports(),
@@ -245,6 +266,18 @@ class World:
                 if other != self.leader:
                     self.pods[other].queue.append((Event.PEER_RELATION_CHANGED, None))
 
+    def lose_peer_data(self, which: str) -> None:
+        """A databag is lost (the charm loads it as a fresh journal)."""
+        if which == "app":
+            self.app_data = "corrupt"
+        else:
+            self.pods[which].unit_data = "corrupt"
+        remembered = max(
+            [self.cluster().epoch, *(self.unit_journal(m).current.epoch for m in self.members)]
+        )
+        if remembered < max(self.announced, default=0):
+            self.announced = {}  # no record of those epochs is left anywhere
+
     def reports(self) -> list[MemberReport]:
         return [report(m, self.unit_journal(m)) for m in self.members]
 
@@ -266,11 +299,13 @@ class World:
             and r.replica_of is not None
             and self.answers(r.replica_of)
             and self.reachable(name, r.replica_of)
+            and self.pods[r.replica_of].redis.role is Role.MASTER  # else NOMASTERLINK
         )
 
     def observe(self, name: str) -> UnitObservation:
         pod = self.pods[name]
         r, s = pod.redis, pod.sentinel
+        self.sentinel_gossip()
         self.sync(name)
         redis_up = self.answers(name)
         sentinel_up = pod.alive and s.up
@@ -287,6 +322,7 @@ class World:
             role=r.role if redis_up else Role.UNKNOWN,
             master_repl_offset=r.offset if redis_up else 0,
             keys=r.keys if redis_up else 0,
+            master_host=r.replica_of if redis_up and r.role is Role.SLAVE else None,
             master_link_up=redis_up and self.link_up(name),
             sentinel_primary=s.primary if sentinel_up else None,
             sentinel_epoch=s.epoch if sentinel_up else 0,
@@ -303,11 +339,14 @@ class World:
             source = self.pods[r.replica_of].redis  # type: ignore[index]
             r.offset, r.keys = source.offset, source.keys
 
-    def make_master(self, name: str) -> None:
+    def make_master(self, name: str, epoch: int | None = None) -> None:
         r = self.pods[name].redis
         if r.role is not Role.MASTER or r.fenced:
-            self.counter += 1
-            r.master_since = self.counter
+            r.master_epoch = (
+                epoch
+                if epoch is not None
+                else max((self.pods[v].sentinel.epoch for v in self.sentinels_on_side(name)), default=0)
+            )
         r.up, r.role, r.replica_of, r.fenced = True, Role.MASTER, None, False
 
     def make_replica(self, name: str, primary: str | None) -> None:
@@ -389,7 +428,7 @@ class World:
         """Sentinel promotes ``chosen``: a new epoch, replicas follow it."""
         epoch = max(self.pods[v].sentinel.epoch for v in voters) + 1
         old = self.pods[voters[0]].sentinel.primary
-        self.make_master(chosen)
+        self.make_master(chosen, epoch)
         for v in voters:
             self.pods[v].sentinel.primary = chosen
             self.pods[v].sentinel.epoch = epoch
@@ -397,6 +436,16 @@ class World:
             if o != chosen and self.answers(o) and self.reachable(o, chosen):
                 if p.redis.replica_of == old or o == old:
                     self.make_replica(o, chosen)
+
+    def sentinel_gossip(self) -> None:
+        """Sentinels that reach each other adopt the configuration with the highest epoch."""
+        for name, pod in self.pods.items():
+            if not (pod.alive and pod.sentinel.up):
+                continue
+            peers = [self.pods[v].sentinel for v in self.sentinels_on_side(name)]
+            best = max(peers, key=lambda s: s.epoch)
+            if best.epoch > pod.sentinel.epoch and best.primary is not None:
+                pod.sentinel.primary, pod.sentinel.epoch = best.primary, best.epoch
 
     def sentinel_failover(self) -> bool:
         """Sentinels that cannot reach their primary fail it over, if a majority agrees."""
@@ -407,8 +456,12 @@ class World:
             primary = self.pods[voters[0]].sentinel.primary
             if primary is None or any(self.pods[v].sentinel.primary != primary for v in voters):
                 continue
-            if self.answers(primary) and self.reachable(name, primary):
-                continue
+            if (
+                self.answers(primary)
+                and self.reachable(name, primary)
+                and self.pods[primary].redis.role is Role.MASTER
+            ):
+                continue  # a master that answers as master is not failed over
             replicas = [
                 o
                 for o in voters
@@ -449,6 +502,12 @@ class World:
             for o in self.pods:
                 self.sync(o)
 
+    def writable_masters_by_epoch(self) -> dict[int, list[str]]:
+        by_epoch: dict[int, list[str]] = {}
+        for name in self.writable_masters():
+            by_epoch.setdefault(self.pods[name].redis.master_epoch, []).append(name)
+        return by_epoch
+
     def writable_masters(self) -> list[str]:
         """Masters that accept writes: alive, answering, with a replica (min-replicas-to-write=1)."""
         result = []
@@ -475,6 +534,7 @@ class World:
                     self.deliver(name)
                     hooks += 1
                     progressed = True
+            self.sentinel_gossip()
             if self.sentinel_failover():
                 progressed = True
             self.sentinel_demote_stale()

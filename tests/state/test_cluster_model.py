@@ -117,8 +117,16 @@ class ClusterHistories(RuleBasedStateMachine):
 
     @rule()
     def sentinels_act(self) -> None:
+        self.world.sentinel_gossip()
         self.world.sentinel_failover()
         self.world.sentinel_demote_stale()
+
+    @rule(data=st.data())
+    def lose_peer_data(self, data: st.DataObject) -> None:
+        """A databag is lost or corrupt: the charm loads it as a fresh, safe journal."""
+        self.world.lose_peer_data(
+            data.draw(st.sampled_from(["app", *self.world.members]), label="databag")
+        )
 
     @rule()
     def write(self) -> None:
@@ -126,9 +134,9 @@ class ClusterHistories(RuleBasedStateMachine):
 
     # ------------------------------------------------------ invariants
     @invariant()
-    def at_most_one_writable_primary(self) -> None:
-        masters = self.world.writable_masters()
-        assert len(masters) <= 1, f"several primaries accept writes: {masters}"
+    def at_most_one_writable_primary_per_epoch(self) -> None:
+        for epoch, masters in self.world.writable_masters_by_epoch().items():
+            assert len(masters) <= 1, f"several primaries accept writes at epoch {epoch}: {masters}"
 
     @invariant()
     def one_bootstrap_never_over_data(self) -> None:
@@ -156,11 +164,11 @@ class ClusterHistories(RuleBasedStateMachine):
         texts = [self.world.app_data] + [p.unit_data for p in self.world.pods.values()]
         for text in texts:
             assert len(text.encode()) <= 4096
-        cluster, problem = J.load_cluster(self.world.app_data)
-        assert problem is None and J.replay(cluster) == cluster.current
-        for pod in self.world.pods.values():
-            unit, problem = J.load_unit(pod.unit_data)
-            assert problem is None and J.replay(unit) == unit.current
+        cluster = self.world.cluster_journal()
+        assert J.replay(cluster) == cluster.current
+        for name in self.world.pods:
+            unit = self.world.unit_journal(name)
+            assert J.replay(unit) == unit.current
 
     # ------------------------------------------------------- liveness
     def teardown(self) -> None:

@@ -1,0 +1,221 @@
+"""Readable scenarios of the protocol, each on the cluster model with the real machines.
+
+The property tests explore arbitrary histories; these pin down, one by one,
+what a reviewer expects of bootstrap, replica join, quorum, failover,
+switchover, teardown, cold start and corrupt data.
+"""
+
+from __future__ import annotations
+
+from machine import journal
+from machine.cluster import majority
+from machine.types import ClusterInput, ClusterState, Event, ResetSentinel, Role, UnitState
+from tests.state.cluster_model import World
+from tests.state.test_cluster_model import assert_settled_ha
+
+
+def deploy(units: int, persistent: bool = True) -> World:
+    world = World(persistent=persistent)
+    for _ in range(units):
+        world.add_unit()
+    settle(world)
+    return world
+
+
+def settle(world: World) -> None:
+    """Deliver everything, then update-status everywhere, until nothing changes."""
+    for _ in range(4):
+        world.settle()
+        world.update_status_everywhere()
+    world.settle()
+
+
+def state_of(world: World, unit: str) -> UnitState:
+    return world.unit_journal(unit).current.state
+
+
+def test_three_units_bootstrap_once_and_reach_ha() -> None:
+    world = deploy(3)
+    assert_settled_ha(world)
+    assert world.bootstraps == [("redis-k8s/0", False)]
+    assert world.cluster().quorum == 2
+    assert world.announced == {1: "redis-k8s/0"}
+
+
+def test_a_replica_is_ready_only_after_it_synced() -> None:
+    world = deploy(3)
+    world.write()
+    new = world.add_unit()
+    world.pods[new].side = 1  # the new unit cannot reach the primary
+    settle(world)
+    assert state_of(world, new) is UnitState.SYNCING
+    world.pods[new].side = 0
+    settle(world)
+    assert state_of(world, new) is UnitState.REPLICA
+    assert world.pods[new].redis.keys == world.pods["redis-k8s/0"].redis.keys == 1
+
+
+def test_fewer_than_three_units_is_working_but_not_ha() -> None:
+    world = deploy(2)
+    cluster = world.cluster()
+    assert cluster.state is ClusterState.NOT_HA
+    assert state_of(world, cluster.primary) is UnitState.PRIMARY
+
+
+def test_a_sentinel_minority_makes_failover_impossible_and_says_so() -> None:
+    world = deploy(3)
+    assert world.cluster().state is ClusterState.HA
+    two_sentinels_down = tuple(
+        r.model_copy(update={"sentinel_up": r.unit == "redis-k8s/0"}) for r in world.reports()
+    )
+    after, _ = journal.step(
+        world.cluster_journal(),
+        ClusterInput(
+            event=Event.PEBBLE_CHECK_FAILED, leader="redis-k8s/0", members=two_sentinels_down
+        ),
+    )
+    assert after.current.state is ClusterState.NO_QUORUM
+    healed, _ = journal.step(
+        after,
+        ClusterInput(event=Event.UPDATE_STATUS, leader="redis-k8s/0", members=world.reports()),
+    )
+    assert healed.current.state is ClusterState.HA
+
+
+def test_frozen_primary_fails_over_and_rejoins_as_replica() -> None:
+    world = deploy(3)
+    world.write()
+    world.pods["redis-k8s/0"].redis.frozen = True
+    assert world.sentinel_failover()
+    settle(world)
+    cluster = world.cluster()
+    assert cluster.primary == "redis-k8s/1"
+    assert cluster.epoch == 2 and world.announced[2] == "redis-k8s/1"
+    assert state_of(world, "redis-k8s/1") is UnitState.PRIMARY
+    world.pods["redis-k8s/0"].redis.frozen = False
+    settle(world)
+    assert_settled_ha(world)
+    assert state_of(world, "redis-k8s/0") is UnitState.REPLICA
+    assert world.pods["redis-k8s/0"].redis.keys == 1
+
+
+def test_switchover_to_a_named_replica() -> None:
+    world = deploy(3)
+    world.write()
+    world.pods["redis-k8s/0"].queue.append((Event.SWITCHOVER_ACTION, "redis-k8s/2"))
+    settle(world)
+    assert_settled_ha(world)
+    assert world.cluster().primary == "redis-k8s/2"
+    assert world.pods["redis-k8s/2"].redis.keys == 1
+    assert world.cluster().switchover_target is None
+
+
+def test_switchover_to_a_unit_that_is_not_a_synced_replica_is_refused_with_a_reason() -> None:
+    world = deploy(3)
+    world.pods["redis-k8s/0"].queue.append((Event.SWITCHOVER_ACTION, "redis-k8s/0"))
+    world.pods["redis-k8s/0"].queue.append((Event.SWITCHOVER_ACTION, "redis-k8s/9"))
+    settle(world)
+    assert world.refusals == [
+        "redis-k8s/0 is already the primary",
+        "redis-k8s/9 is not a synced replica of redis-k8s/0",
+    ]
+    assert world.cluster().primary == "redis-k8s/0"
+
+
+def test_removing_the_primary_hands_over_first_and_resets_sentinels_one_at_a_time() -> None:
+    world = deploy(3)
+    world.write()
+    resets: list[tuple[str, tuple[str, ...]]] = []
+    execute = world.execute
+
+    def spy(name, effect):
+        if isinstance(effect, ResetSentinel):
+            resets.append((name, world.cluster().reset_queue))
+        execute(name, effect)
+
+    world.execute = spy  # type: ignore[method-assign]
+    world.start_removal("redis-k8s/0")
+    world.settle()
+    assert world.stops_of_primary == [("redis-k8s/0", "completed", 2)]
+    assert world.pods["redis-k8s/0"].redis.role is Role.SLAVE
+    world.finish_removal("redis-k8s/0")
+    settle(world)
+    assert_settled_ha_or_not_ha(world)
+    # Each reset happened when it was that unit's turn, the queue head first.
+    assert [name for name, _ in resets] == ["redis-k8s/1", "redis-k8s/2"]
+    assert all(queue and queue[0] == name for name, queue in resets)
+    for unit in world.members:
+        assert world.pods[unit].sentinel.knows == set(world.members) - {unit}
+
+
+def assert_settled_ha_or_not_ha(world: World) -> None:
+    cluster = world.cluster()
+    assert cluster.state in (ClusterState.HA, ClusterState.NOT_HA)
+    assert cluster.quorum == majority(len(world.members))
+    masters = [m for m in world.members if world.pods[m].redis.role is Role.MASTER]
+    assert masters == [cluster.primary]
+
+
+def lose_everything_but_the_disks(world: World) -> None:
+    """Every pod dies at once; unit 2 fell behind before; unit 0's disk is lost."""
+    world.write()
+    world.pods["redis-k8s/2"].side = 1
+    world.write()
+    world.write()
+    world.pods["redis-k8s/2"].side = 0
+    for unit in list(world.members):
+        world.delete_pod(unit)
+    world.pods["redis-k8s/0"].redis.offset = world.pods["redis-k8s/0"].redis.keys = 0
+    for unit in list(world.members):
+        world.restart_pod(unit)
+
+
+def test_all_pods_restarted_the_most_advanced_member_becomes_primary() -> None:
+    world = deploy(3)
+    lose_everything_but_the_disks(world)
+    settle(world)
+    assert_settled_ha(world)
+    assert world.cluster().primary == "redis-k8s/1"
+    assert all(world.pods[m].redis.keys == 3 for m in world.members)
+    assert len(world.bootstraps) == 1
+
+
+def test_cold_start_without_any_record_elects_the_most_advanced_member() -> None:
+    """Peer data lost, disks kept (say, a redeploy on old volumes): the leader elects."""
+    world = deploy(3)
+    lose_everything_but_the_disks(world)
+    for databag in ["app", *world.members]:
+        world.lose_peer_data(databag)
+    settle(world)
+    assert world.elections, "nobody knows a primary: the leader must elect"
+    chosen, offsets = world.elections[-1]
+    assert chosen == "redis-k8s/1"
+    assert offsets == {"redis-k8s/0": 0, "redis-k8s/1": 3, "redis-k8s/2": 1}
+    assert_settled_ha(world)
+    assert all(world.pods[m].redis.keys == 3 for m in world.members)
+    assert len(world.bootstraps) == 1, "never a second bootstrap"
+
+
+def test_primary_killed_with_persistence_off_never_becomes_the_source_of_truth() -> None:
+    world = deploy(3, persistent=False)
+    world.write()
+    world.kill_redis("redis-k8s/0")
+    settle(world)
+    went_through = [entry.after for entry in world.unit_journal("redis-k8s/0").log]
+    assert "fenced" in went_through
+    assert_settled_ha(world)
+    assert world.cluster().primary != "redis-k8s/0"
+    assert all(world.pods[m].redis.keys == 1 for m in world.members), "no replica emptied"
+
+
+def test_corrupt_cluster_data_claims_no_primary_then_adopts_sentinels_view() -> None:
+    world = deploy(3)
+    world.app_data = '{"version": 1, "garbage": true}'
+    loaded, problem = journal.load_cluster(world.app_data)
+    assert problem is not None and loaded.current.primary is None
+    world.app_data = ""  # the charm replaces unreadable data with the safe state
+    world.update_status_everywhere()
+    settle(world)
+    assert_settled_ha(world)
+    assert world.cluster().primary == "redis-k8s/0"
+    assert len(world.bootstraps) == 1, "never a second bootstrap"
