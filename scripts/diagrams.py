@@ -15,6 +15,7 @@ TARGET = ROOT / "docs" / "machine.md"
 
 
 def main() -> int:
+    """Write docs/machine.md, or with --check fail when it is stale."""
     text = render()
     if "--check" in sys.argv[1:]:
         if not TARGET.exists() or TARGET.read_text() != text:

@@ -1,7 +1,8 @@
 """Shared test settings: hypothesis profiles.
 
 ``ci`` (the default) checks at least 2,000 cluster histories in a few minutes;
-``long`` runs ten times as many, on demand: ``HYPOTHESIS_PROFILE=long uv run --frozen pytest tests/state``.
+``long`` runs ten times as many, on demand:
+``HYPOTHESIS_PROFILE=long uv run --frozen pytest tests/state``.
 """
 
 import os
@@ -24,4 +25,3 @@ settings.register_profile(
     print_blob=True,
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
-

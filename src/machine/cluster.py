@@ -264,7 +264,6 @@ def next_epoch(s: ClusterStep) -> int:
     return max((s.facts.epoch, *(m.epoch for m in s.input.members))) + 1
 
 
-
 def record_members(s: ClusterStep) -> None:
     """Fold the membership into the facts (before any row): members and sentinel quorum."""
     members = tuple(sorted({m.unit for m in s.input.members} | {s.input.leader}, key=unit_number))
@@ -272,7 +271,7 @@ def record_members(s: ClusterStep) -> None:
 
 
 def bootstrap(s: ClusterStep) -> None:
-    """Choose the one bootstrap primary of this cluster's life: the lowest-numbered ready member."""
+    """Choose the one bootstrap primary of this cluster's life: the lowest-numbered member."""
     ready = [m.unit for m in s.input.members if m.redis_up]
     chosen = min(ready, key=unit_number)
     epoch = next_epoch(s)
@@ -328,7 +327,8 @@ def serve(s: ClusterStep) -> None:
 
 def start_reset_wave(s: ClusterStep) -> None:
     """A unit left: reset every remaining sentinel, one at a time, lowest number first."""
-    departed = tuple(sorted(set(s.facts.departed) | {s.input.subject} - {None}, key=unit_number))
+    left = {s.input.subject} if s.input.subject is not None else set()
+    departed = tuple(sorted(set(s.facts.departed) | left, key=unit_number))
     s.update(
         departed=departed,
         reset_queue=s.facts.members,

@@ -37,7 +37,7 @@ MAX_MICROSTEPS = 8
 class Step(Generic[F, I]):
     """The mutable context of one input being processed: guards read it, actions write it."""
 
-    def __init__(self, facts: F, input: I) -> None:
+    def __init__(self, facts: F, input: I) -> None:  # noqa: D107
         self.facts = facts
         self.input = input
         self.effects: list[Effect] = []
@@ -105,7 +105,7 @@ class Outcome(Generic[F]):
 class Engine(Generic[F, I]):
     """A compiled machine table."""
 
-    def __init__(
+    def __init__(  # noqa: D107
         self,
         name: str,
         states: type[enum.Enum],

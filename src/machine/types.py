@@ -122,6 +122,8 @@ class UnitObservation(_Frozen):
 
     containers_ready: bool = False
     """Pebble answers in both the redis and the sentinel container."""
+    redis_service_defined: bool = False
+    """Pebble's plan has the redis service: false in a new or restarted pod until configured."""
     redis_up: bool = False
     sentinel_up: bool = False
     role: Role = Role.UNKNOWN

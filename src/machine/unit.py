@@ -37,8 +37,7 @@ TEARDOWN = "teardown"
 
 TRIGGER_OF: dict[Event, str] = {
     event: TEARDOWN
-    if event
-    in {Event.STOP, Event.STORAGE_DETACHING, Event.REMOVE, Event.PEER_RELATION_BROKEN}
+    if event in {Event.STOP, Event.STORAGE_DETACHING, Event.REMOVE, Event.PEER_RELATION_BROKEN}
     else OBSERVE
     for event in Event
 }
@@ -237,6 +236,16 @@ def redis_not_running(s: UnitStep) -> bool:
     return not s.input.observation.redis_up
 
 
+def pod_restarted(s: UnitStep) -> bool:
+    """Pebble's plan has no redis service although this unit configured one: a new pod."""
+    return s.input.observation.containers_ready and not s.input.observation.redis_service_defined
+
+
+def unfenced(s: UnitStep) -> bool:
+    """redis-server runs as a master although this unit fenced it (the fence did not take)."""
+    return s.input.observation.role is Role.MASTER
+
+
 def not_replicating(s: UnitStep) -> bool:
     """This unit should replicate but redis-server is down or replicates from another unit."""
     obs = s.input.observation
@@ -301,7 +310,9 @@ def configure_as_replica(s: UnitStep) -> None:
     primary = newer_primary(s) or believed_primary(s)
     assert primary is not None  # guarded by primary_known / superseded
     c = s.input.cluster
-    s.update(following=primary, epoch=max(c.epoch, s.facts.epoch), ever_started=True, quorum=c.quorum)
+    s.update(
+        following=primary, epoch=max(c.epoch, s.facts.epoch), ever_started=True, quorum=c.quorum
+    )
     s.emit(ConfigureRedis(replica_of=primary), ConfigureSentinel(primary=primary, quorum=c.quorum))
 
 
@@ -402,6 +413,8 @@ TABLE = (
     # --- waiting for the containers -------------------------------------------------------
     go(OBSERVE, S.WAITING_FOR_WORKLOAD, S.WAITING_FOR_PRIMARY, containers_ready, start_fenced),
     noop(OBSERVE, S.WAITING_FOR_WORKLOAD, "redis or sentinel container not reachable yet"),
+    # --- a restarted pod starts over, fenced, whatever it was ------------------------------------
+    go(OBSERVE, (S.STARTING_PRIMARY, S.PRIMARY, S.SYNCING, S.REPLICA, S.FENCED), S.WAITING_FOR_PRIMARY, pod_restarted, start_fenced),
     # --- waiting for a primary to exist ---------------------------------------------------
     go(OBSERVE, S.WAITING_FOR_PRIMARY, S.WAITING_FOR_WORKLOAD, containers_lost),
     go(OBSERVE, S.WAITING_FOR_PRIMARY, S.STARTING_PRIMARY, elected_primary, configure_as_primary),
@@ -418,7 +431,6 @@ TABLE = (
     noop(OBSERVE, S.STARTING_PRIMARY, "waiting for redis to report master and sentinel to name it"),
     # --- primary ---------------------------------------------------------------------------
     go(OBSERVE, S.PRIMARY, S.FENCED, restarted_empty, fence),
-    go(OBSERVE, S.PRIMARY, S.WAITING_FOR_PRIMARY, redis_not_running, start_fenced),
     go(OBSERVE, S.PRIMARY, S.SYNCING, superseded, configure_as_replica),
     go(OBSERVE, S.PRIMARY, S.HANDING_OVER, switchover_requested, hand_over_to_target),
     go(OBSERVE, S.PRIMARY, None, handover_answered, clear_handover),
@@ -441,6 +453,7 @@ TABLE = (
     go(OBSERVE, S.FENCED, S.STARTING_PRIMARY, elected_primary, configure_as_primary),
     go(OBSERVE, S.FENCED, S.SYNCING, superseded, configure_as_replica),
     go(OBSERVE, S.FENCED, S.SYNCING, primary_known, configure_as_replica),
+    go(OBSERVE, S.FENCED, None, unfenced, start_fenced),
     noop(OBSERVE, S.FENCED, "restarted empty: waiting for Sentinel to promote a replica"),
     # --- planned switchover away from this primary -----------------------------------------
     go(OBSERVE, S.HANDING_OVER, S.SYNCING, handed_over, record_handover, configure_as_replica),

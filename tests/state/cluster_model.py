@@ -22,13 +22,14 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 
-from machine import journal as J
+from machine import journal
 from machine.cluster import majority, unit_number
 from machine.hook import report, run_cluster, run_unit
 from machine.types import (
     HANDOVER_COMPLETED,
     AnnouncePrimary,
     ClusterFacts,
+    ClusterState,
     ConfigureRedis,
     ConfigureSentinel,
     Effect,
@@ -69,6 +70,8 @@ REMOVAL_SEQUENCE = (Event.STORAGE_DETACHING, Event.STOP, Event.REMOVE)
 @dataclasses.dataclass
 class Redis:
     up: bool = False
+    defined: bool = False
+    """Pebble's plan has the service (a restarted pod has no plan)."""
     role: Role = Role.MASTER
     replica_of: str | None = None
     fenced: bool = False
@@ -113,7 +116,9 @@ class World:
         # What the invariants look at.
         self.announced: dict[int, str] = {}
         self.bootstraps: list[tuple[str, bool]] = []
-        """(chosen unit, whether any member held data then) for every bootstrap."""
+        """(chosen unit, whether any member held data or a sentinel knew a primary then)."""
+        self.records_lost = False
+        """Some peer databag was lost: a bootstrap nobody acted on may be decided again."""
         self.elections: list[tuple[str, dict[str, int]]] = []
         """(elected unit, every member's true offset then) for every cold-start election."""
         self.stops_of_primary: list[tuple[str, str | None, int]] = []
@@ -127,11 +132,11 @@ class World:
     def cluster(self) -> ClusterFacts:
         return self.cluster_journal().current
 
-    def cluster_journal(self) -> J.ClusterJournal:
-        return self._loaded(self.app_data, J.load_cluster)
+    def cluster_journal(self) -> journal.ClusterJournal:
+        return self._loaded(self.app_data, journal.load_cluster)  # type: ignore[return-value]
 
-    def unit_journal(self, name: str) -> J.UnitJournal:
-        return self._loaded(self.pods[name].unit_data, J.load_unit)
+    def unit_journal(self, name: str) -> journal.UnitJournal:
+        return self._loaded(self.pods[name].unit_data, journal.load_unit)  # type: ignore[return-value]
 
     def _loaded(self, text, load):
         """Load a databag value as the charm does (validated, replayed), once per distinct text."""
@@ -187,9 +192,12 @@ class World:
             pod.redis.offset = pod.redis.keys = 0
 
     def kill_redis(self, name: str) -> None:
-        """SIGKILL redis-server. With persistence Pebble restarts it with its data; without,
-        the charm's layer does not let Pebble restart it (an empty restart could wipe the
-        replicas), so it stays down and the check fails."""
+        """SIGKILL redis-server.
+
+        With persistence Pebble restarts it with its data; without, the charm's layer does
+        not let Pebble restart it (an empty restart could wipe the replicas), so it stays
+        down and the check fails.
+        """
         pod = self.pods[name]
         if self.persistent:
             return  # restarted in about half a second, data and role as before
@@ -212,7 +220,6 @@ class World:
         self.run_hook(name, event, subject)
 
     def run_hook(self, name: str, event: Event, subject: str | None) -> None:
-        pod = self.pods[name]
         self.hooks_run += 1
         before = self.unit_journal(name)
         cluster = self.cluster()
@@ -229,11 +236,16 @@ class World:
         ):
             others = len([m for m in self.members if m != name])
             self.stops_of_primary.append((name, unit_journal.current.handover, others))
-        self.publish_unit(name, J.dump(unit_journal))
+        self.publish_unit(name, journal.dump(unit_journal))
         if self.leader == name:
             cluster_before = self.cluster()
             truth = {m: self.pods[m].redis.offset for m in self.members}
-            had_data = any(self.pods[m].redis.offset or self.pods[m].redis.keys for m in self.members)
+            had_data = any(
+                self.pods[m].redis.offset
+                or self.pods[m].redis.keys
+                or self.pods[m].sentinel.primary
+                for m in self.members
+            )
             cluster_journal = run_cluster(
                 self.cluster_journal(),
                 event,
@@ -243,13 +255,13 @@ class World:
                 lambda effect: self.execute(name, effect),
             )
             after = cluster_journal.current
-            if cluster_before.bootstrapped is None and after.bootstrapped is not None:
-                if after.state.value == "bootstrapping":
-                    self.bootstraps.append((after.bootstrapped, had_data))
-            if cluster_before.start_as_primary is None and after.start_as_primary is not None:
-                if after.state.value == "recovering":
-                    self.elections.append((after.start_as_primary, truth))
-            self.publish_app(J.dump(cluster_journal))
+            if cluster_before.bootstrapped is None and after.state is ClusterState.BOOTSTRAPPING:
+                self.bootstraps.append((str(after.bootstrapped), had_data))
+            elected = after.start_as_primary
+            newly_elected = cluster_before.start_as_primary is None and elected is not None
+            if newly_elected and after.state is ClusterState.RECOVERING:
+                self.elections.append((str(elected), truth))
+            self.publish_app(journal.dump(cluster_journal))
 
     def publish_unit(self, name: str, data: str) -> None:
         pod = self.pods[name]
@@ -268,6 +280,7 @@ class World:
 
     def lose_peer_data(self, which: str) -> None:
         """A databag is lost (the charm loads it as a fresh journal)."""
+        self.records_lost = True
         if which == "app":
             self.app_data = "corrupt"
         else:
@@ -317,6 +330,7 @@ class World:
             }
         observation = UnitObservation(
             containers_ready=pod.alive,
+            redis_service_defined=pod.alive and r.defined,
             redis_up=redis_up,
             sentinel_up=sentinel_up,
             role=r.role if redis_up else Role.UNKNOWN,
@@ -345,20 +359,21 @@ class World:
             r.master_epoch = (
                 epoch
                 if epoch is not None
-                else max((self.pods[v].sentinel.epoch for v in self.sentinels_on_side(name)), default=0)
+                else max(
+                    (self.pods[v].sentinel.epoch for v in self.sentinels_on_side(name)), default=0
+                )
             )
-        r.up, r.role, r.replica_of, r.fenced = True, Role.MASTER, None, False
+        r.up, r.defined, r.role, r.replica_of, r.fenced = True, True, Role.MASTER, None, False
 
     def make_replica(self, name: str, primary: str | None) -> None:
         r = self.pods[name].redis
-        r.up, r.role, r.replica_of, r.fenced = True, Role.SLAVE, primary, primary is None
+        r.up, r.defined, r.role, r.replica_of = True, True, Role.SLAVE, primary
+        r.fenced = primary is None
         self.sync(name)
 
     def execute(self, name: str, effect: Effect) -> None:
         pod = self.pods[name]
-        if isinstance(effect, (ConfigureRedis, Fence)) and (
-            not pod.alive or pod.redis.frozen
-        ):
+        if isinstance(effect, (ConfigureRedis, Fence)) and (not pod.alive or pod.redis.frozen):
             return  # the command times out against a frozen or dead redis-server
         match effect:
             case ConfigureRedis(replica_of=None):
@@ -433,9 +448,9 @@ class World:
             self.pods[v].sentinel.primary = chosen
             self.pods[v].sentinel.epoch = epoch
         for o, p in self.pods.items():
-            if o != chosen and self.answers(o) and self.reachable(o, chosen):
-                if p.redis.replica_of == old or o == old:
-                    self.make_replica(o, chosen)
+            follows_old = p.redis.replica_of == old or o == old
+            if o != chosen and follows_old and self.answers(o) and self.reachable(o, chosen):
+                self.make_replica(o, chosen)
 
     def sentinel_gossip(self) -> None:
         """Sentinels that reach each other adopt the configuration with the highest epoch."""
@@ -509,12 +524,14 @@ class World:
         return by_epoch
 
     def writable_masters(self) -> list[str]:
-        """Masters that accept writes: alive, answering, with a replica (min-replicas-to-write=1)."""
+        """Masters that accept writes: answering, with a replica (min-replicas-to-write 1)."""
         result = []
         for name, pod in self.pods.items():
             if not self.answers(name) or pod.redis.role is not Role.MASTER or pod.redis.fenced:
                 continue
-            replicas = [o for o in self.pods if self.pods[o].redis.replica_of == name and self.link_up(o)]
+            replicas = [
+                o for o in self.pods if self.pods[o].redis.replica_of == name and self.link_up(o)
+            ]
             if len(self.members) == 1 or replicas:
                 result.append(name)
         return result

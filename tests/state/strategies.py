@@ -29,6 +29,7 @@ handovers = st.none() | st.sampled_from(["completed", "no connected replica to h
 observations = st.builds(
     UnitObservation,
     containers_ready=st.booleans(),
+    redis_service_defined=st.booleans(),
     redis_up=st.booleans(),
     sentinel_up=st.booleans(),
     role=st.sampled_from(Role),
@@ -89,9 +90,7 @@ cluster_facts = st.builds(
 @st.composite
 def member_reports(draw: st.DrawFn) -> tuple[MemberReport, ...]:
     names = draw(member_sets)
-    return tuple(
-        MemberReport(unit=name, **draw(unit_facts).model_dump()) for name in names
-    )
+    return tuple(MemberReport(unit=name, **draw(unit_facts).model_dump()) for name in names)
 
 
 unit_inputs = st.builds(
@@ -146,6 +145,7 @@ def random_unit_input(rng: random.Random) -> UnitInput:
     facts = random_unit_facts(rng)
     observation = UnitObservation(
         containers_ready=rng.random() < 0.9,
+        redis_service_defined=rng.random() < 0.9,
         redis_up=facts.redis_up,
         sentinel_up=facts.sentinel_up,
         role=facts.role,
@@ -174,7 +174,9 @@ def random_unit_input(rng: random.Random) -> UnitInput:
         note=rng.choice([None, "switchover failed: no connected replica to hand over to"]),
     )
     return UnitInput(
-        event=rng.choice(list(Event)), unit=rng.choice(members), observation=observation,
+        event=rng.choice(list(Event)),
+        unit=rng.choice(members),
+        observation=observation,
         cluster=cluster,
     )
 
