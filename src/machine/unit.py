@@ -18,6 +18,7 @@ from .engine import Engine, Step, go, noop
 from .types import (
     HANDOVER_COMPLETED,
     SERVING_CLUSTER_STATES,
+    ClusterState,
     ConfigureRedis,
     ConfigureSentinel,
     Event,
@@ -94,9 +95,16 @@ def containers_lost(s: UnitStep) -> bool:
 
 
 def elected_primary(s: UnitStep) -> bool:
-    """The leader elected this unit to start as primary (bootstrap or cold start)."""
+    """The leader elected this unit to start as primary and waits for it (bootstrap, cold start).
+
+    Nobody holds newer data then, so the elected unit starts as primary even if empty.
+    """
     c = s.input.cluster
-    return c.start_as_primary == _me(s) and c.primary == _me(s) and c.epoch > s.facts.epoch
+    return (
+        c.start_as_primary == _me(s)
+        and c.primary == _me(s)
+        and c.state in (ClusterState.BOOTSTRAPPING, ClusterState.RECOVERING)
+    )
 
 
 def named_primary_but_empty(s: UnitStep) -> bool:

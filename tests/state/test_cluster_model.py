@@ -22,8 +22,12 @@ from machine.cluster import majority
 from machine.types import ClusterState, Event, Role, UnitState
 from tests.state.cluster_model import World
 
-CLUSTER_HISTORIES = 20_000 if os.environ.get("HYPOTHESIS_PROFILE") == "long" else 2_000
-"""Histories checked per run: the CI profile, or the long one on demand."""
+CLUSTER_HISTORIES = int(
+    os.environ.get(
+        "CLUSTER_HISTORIES", 20_000 if os.environ.get("HYPOTHESIS_PROFILE") == "long" else 2_000
+    )
+)
+"""Histories checked per run: 2,000 in CI, 20,000 with the long profile, or as set."""
 MAX_UNITS = 7
 LIVENESS_HOOK_BOUND = 400
 """Fairly delivered hooks within which a healed cluster of 3+ units must settle."""
@@ -213,6 +217,6 @@ def assert_settled_ha(w: World) -> None:
 
 
 ClusterHistories.TestCase.settings = settings(
-    max_examples=int(os.environ.get("HISTORIES", CLUSTER_HISTORIES)), stateful_step_count=40
+    max_examples=CLUSTER_HISTORIES, stateful_step_count=40
 )
 test_cluster_histories = ClusterHistories.TestCase
