@@ -181,15 +181,23 @@ class World:
             self.elect_leader(self.members[0] if self.members else None)
 
     def delete_pod(self, name: str) -> None:
-        """The pod dies at once (no stop hook) and is rescheduled with its storage."""
+        """The pod dies at once (no stop hook) and is rescheduled with its storage.
+
+        The sentinel's configuration file lives on that storage: it keeps what it knew
+        (primary and epoch) and stops running until the charm configures it again.
+        """
         pod = self.pods[name]
         pod.alive = False
         pod.queue.clear()
         pod.redis.up = False
         pod.redis.frozen = False
-        pod.sentinel = Sentinel()
+        pod.sentinel.up = False
         if not self.persistent:
             pod.redis.offset = pod.redis.keys = 0
+
+    def wipe_sentinel_memory(self, name: str) -> None:
+        """The sentinel's configuration file is lost (a volume replaced)."""
+        self.pods[name].sentinel = Sentinel()
 
     def kill_redis(self, name: str) -> None:
         """SIGKILL redis-server.
@@ -383,8 +391,10 @@ class World:
             case Fence():
                 self.make_replica(name, None)
             case ConfigureSentinel(primary=primary):
+                # A sentinel that already monitors the primary keeps what it knows
+                # (Sentinel is the truth); only a new one starts from the charm's word.
                 s = pod.sentinel
-                if s.primary != primary:
+                if s.primary is None:
                     s.primary = primary
                     s.epoch = max(
                         (

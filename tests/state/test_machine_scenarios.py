@@ -184,9 +184,11 @@ def test_all_pods_restarted_the_most_advanced_member_becomes_primary() -> None:
 
 
 def test_cold_start_without_any_record_elects_the_most_advanced_member() -> None:
-    """Peer data lost, disks kept (say, a redeploy on old volumes): the leader elects."""
+    """Peer data and sentinel memory lost, redis data kept: the leader elects."""
     world = deploy(3)
     lose_everything_but_the_disks(world)
+    for unit in world.members:
+        world.wipe_sentinel_memory(unit)
     for databag in ["app", *world.members]:
         world.lose_peer_data(databag)
     settle(world)
