@@ -1,0 +1,330 @@
+"""Workload config: the charm's validated options, rendered as redis.conf and sentinel.conf.
+
+This module owns the text of every file redis-server and redis-sentinel read, and
+nothing else: pure functions from a validated ``CharmConfig`` (plus the unit's
+identity and its place in the cluster) to strings. No I/O; the caller writes the
+files and starts the services.
+
+Secrets are kept out of the rendered main text, which may be logged or shown:
+
+- ``render_redis_conf`` ends with ``include <secrets_path>``; the caller pushes
+  ``render_redis_secrets`` there with mode 0600.
+- Sentinel cannot work that way. Measured on redis-sentinel 7.0.15: it accepts
+  ``include``, but it rewrites its own config file on every start and on every
+  change (``SENTINEL SET``, a failover, a new replica), and the rewrite copies the
+  included directives into the main file (``requirepass``, ``sentinel
+  auth-pass``, the ``user default`` hash) after the ``include`` line. On the next
+  start those copies win, so a password rotated in the included file is silently
+  ignored. So there is no include: the caller writes ``sentinel_file_text(conf,
+  secrets)`` once, and afterwards the file belongs to sentinel (it must be
+  writable: sentinel refuses to start otherwise). The rendered sentinel text
+  never holds a password; the file on disk always does, and a rotation must go
+  through sentinel at run time (``SENTINEL SET <master> auth-pass``, ``ACL
+  SETUSER default``), which persists it.
+- Sentinel 7.0.15 writes ``sentinel auth-pass`` and ``sentinel sentinel-pass``
+  back *unquoted* when it rewrites its file, so a password with a space, a quote
+  or a backslash corrupts the file and sentinel cannot start again ("Unbalanced
+  quotes"). ``render_sentinel_secrets`` refuses such passwords; the redis admin
+  password is sentinel's ``auth-pass``, so it is held to the same rule.
+- Both programs rewrite with mode ``0644 & ~umask`` whatever the file's mode was
+  (redis-server rewrites redis.conf too: Sentinel sends ``CONFIG REWRITE`` on
+  every failover, and the rewrite also copies the included secrets in). So these
+  files must live in a directory of mode 0700 owned by the service's user, or the
+  services must run with umask 077 (measured: the rewrite then keeps 0600).
+
+A unit starts *fenced* (rule 8 of the design): redis-server runs as a replica of
+``FENCE_PRIMARY``, an address on the pod's own loopback where nothing listens
+(port 1 is privileged and unused), so the link fails at once instead of hanging.
+A fenced redis answers reads, ``ROLE`` and ``INFO`` (its offset), refuses writes
+with ``READONLY`` and serves no sync; it becomes a primary or a real replica only
+when the machine says so.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails
+
+FENCE_PRIMARY: tuple[str, int] = ("127.255.255.254", 1)
+"""Where a fenced redis replicates from: nothing ever answers there."""
+
+REPLICATION_USER = "replication"
+"""The ACL user replicas authenticate as; it may only sync."""
+
+RDB_SAVE_SCHEDULE = "3600 1 300 100 60 10000"
+"""Snapshot after 1 change in an hour, 100 in 5 minutes, 10000 in a minute."""
+
+_MEMORY_SIZE = re.compile(r"^(0|[1-9][0-9]*([kmg]b?)?)$", re.IGNORECASE)
+_MEMORY_UNITS = {"": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2}
+_MEMORY_UNITS |= {"g": 1000**3, "gb": 1024**3}
+_NAME = re.compile(r"^[A-Za-z0-9._:-]+$")
+_SENTINEL_SAFE = re.compile(r"^[!#-&(-\[\]-~]+$")
+"""Printable ASCII but space, quotes and backslash: what survives sentinel's rewrite."""
+
+Persistence = Literal["aof", "rdb", "aof+rdb", "none"]
+MaxmemoryPolicy = Literal[
+    "noeviction",
+    "allkeys-lru",
+    "allkeys-lfu",
+    "allkeys-random",
+    "volatile-lru",
+    "volatile-lfu",
+    "volatile-random",
+    "volatile-ttl",
+]
+
+
+class CharmConfig(BaseModel):
+    """The charm's Juju config options, validated.
+
+    Field names are the Juju option names with underscores, which is what
+    ``CharmBase.load_config`` passes (it turns ``sentinel-down-after-ms`` into
+    ``sentinel_down_after_ms`` and drops options whose name is not a field, so
+    dashed aliases would silently drop every option). Validation errors name the
+    options as Juju users write them, with dashes.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sentinel_down_after_ms: int = Field(default=3000, ge=500, le=600_000)
+    sentinel_failover_timeout_ms: int = Field(default=30_000, ge=1000)
+    min_replicas_to_write: int = Field(default=1, ge=0, le=6)
+    min_replicas_max_lag_s: int = Field(default=10, ge=1, le=3600)
+    persistence: Persistence = "aof"
+    maxmemory: str = "0"
+    maxmemory_policy: MaxmemoryPolicy = "noeviction"
+
+    @field_validator("maxmemory")
+    @classmethod
+    def _is_memory_size(cls, value: str) -> str:
+        if not _MEMORY_SIZE.match(value):
+            raise ValueError("must be a memory size such as 0, 512mb or 2gb")
+        return value.lower()
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _name_options_as_juju_does(cls, data: Any, handler: Any) -> CharmConfig:
+        try:
+            return handler(data)
+        except ValidationError as error:
+            details = [_with_dashed_names(detail) for detail in error.errors()]
+            raise ValidationError.from_exception_data(error.title, details) from None
+
+    @property
+    def maxmemory_bytes(self) -> int:
+        """``maxmemory`` in bytes, as redis reads it (``1k`` is 1000, ``1kb`` 1024)."""
+        digits = self.maxmemory.rstrip("kmgb")
+        return int(digits) * _MEMORY_UNITS[self.maxmemory[len(digits) :]]
+
+
+def _with_dashed_names(detail: Any) -> InitErrorDetails:
+    renamed: InitErrorDetails = {
+        "type": detail["type"],
+        "loc": tuple(str(part).replace("_", "-") for part in detail["loc"]),
+        "input": detail["input"],
+    }
+    if "ctx" in detail:
+        renamed["ctx"] = detail["ctx"]
+    return renamed
+
+
+def render_redis_conf(
+    config: CharmConfig,
+    *,
+    hostname: str,
+    data_dir: str,
+    secrets_path: str,
+    bind: str = "0.0.0.0",
+    port: int = 6379,
+    replica_of: tuple[str, int] | None = None,
+    fenced: bool = False,
+) -> str:
+    """Render redis.conf; it holds no password, only ``include <secrets_path>``.
+
+    Args:
+        config: the validated charm config.
+        hostname: the unit's stable name, announced to the primary and Sentinel.
+        data_dir: where redis keeps its AOF and RDB files.
+        secrets_path: where the caller puts ``render_redis_secrets`` (mode 0600).
+        bind: the address redis listens on.
+        port: the port redis listens on.
+        replica_of: the primary's (host, port) when this unit is a replica.
+        fenced: start as a replica of nothing (see the module docstring).
+
+    Raises:
+        ValueError: a replica cannot also be fenced, or a name is not a host name.
+    """
+    if fenced and replica_of is not None:
+        raise ValueError("a fenced redis replicates from nobody: drop replica_of")
+    primary = FENCE_PRIMARY if fenced else replica_of
+    lines = [
+        f"bind {_checked_name(bind)}",
+        f"port {_checked_port(port)}",
+        "protected-mode no",
+        "daemonize no",
+        'logfile ""',
+        f"dir {_quoted(data_dir)}",
+        f"replica-announce-ip {_checked_name(hostname)}",
+        f"replica-announce-port {port}",
+        "replica-read-only yes",
+        *_persistence_lines(config.persistence),
+        f"min-replicas-to-write {config.min_replicas_to_write}",
+        f"min-replicas-max-lag {config.min_replicas_max_lag_s}",
+        f"maxmemory {config.maxmemory_bytes}",
+        f"maxmemory-policy {config.maxmemory_policy}",
+    ]
+    if primary is not None:
+        lines.append(f"replicaof {_checked_name(primary[0])} {_checked_port(primary[1])}")
+    lines.append(f"include {_quoted(secrets_path)}")
+    return _text(lines)
+
+
+def render_redis_secrets(admin_password: str, replication_password: str) -> str:
+    """Render the file redis.conf includes: the passwords, to be written with mode 0600.
+
+    Clients and Sentinel use the ``default`` user (``requirepass``); replicas use
+    the ``replication`` ACL user, which may only sync.
+    """
+    return _text(
+        [
+            f"requirepass {_quoted(admin_password)}",
+            f"user {REPLICATION_USER} on {_quoted('>' + replication_password)}"
+            " -@all +psync +replconf +ping",
+            f"masteruser {REPLICATION_USER}",
+            f"masterauth {_quoted(replication_password)}",
+        ]
+    )
+
+
+def render_sentinel_conf(
+    config: CharmConfig,
+    *,
+    hostname: str,
+    data_dir: str,
+    primary_host: str,
+    primary_port: int,
+    quorum: int,
+    bind: str = "0.0.0.0",
+    port: int = 26379,
+    master_name: str = "primary",
+    client_reconfig_script: str | None = None,
+) -> str:
+    """Render sentinel.conf without secrets; write it with ``sentinel_file_text``.
+
+    Args:
+        config: the validated charm config.
+        hostname: the unit's stable name, announced to the other sentinels.
+        data_dir: sentinel's working directory.
+        primary_host: the primary to monitor, by host name.
+        primary_port: the primary's redis port.
+        quorum: how many sentinels must agree that the primary is down.
+        bind: the address sentinel listens on.
+        port: the port sentinel listens on.
+        master_name: the name clients ask Sentinel about.
+        client_reconfig_script: run by sentinel on every failover, when given.
+
+    Raises:
+        ValueError: the quorum is below 1, or a name is not a host name.
+    """
+    if quorum < 1:
+        raise ValueError(f"quorum must be at least 1, not {quorum}")
+    name = _checked_name(master_name)
+    lines = [
+        f"bind {_checked_name(bind)}",
+        f"port {_checked_port(port)}",
+        "protected-mode no",
+        "daemonize no",
+        'logfile ""',
+        f"dir {_quoted(data_dir)}",
+        "sentinel resolve-hostnames yes",
+        "sentinel announce-hostnames yes",
+        f"sentinel announce-ip {_checked_name(hostname)}",
+        f"sentinel monitor {name} {_checked_name(primary_host)}"
+        f" {_checked_port(primary_port)} {quorum}",
+        f"sentinel down-after-milliseconds {name} {config.sentinel_down_after_ms}",
+        f"sentinel failover-timeout {name} {config.sentinel_failover_timeout_ms}",
+        f"sentinel parallel-syncs {name} 1",
+    ]
+    if client_reconfig_script is not None:
+        lines.append(f"sentinel client-reconfig-script {name} {_quoted(client_reconfig_script)}")
+    return _text(lines)
+
+
+def render_sentinel_secrets(
+    *, redis_password: str, sentinel_password: str, master_name: str = "primary"
+) -> str:
+    """Render sentinel's secrets: its own password, and those it uses on redis and its peers.
+
+    Raises:
+        ValueError: a password sentinel would corrupt when it rewrites its file.
+    """
+    return _text(
+        [
+            f"requirepass {_quoted(_sentinel_safe(sentinel_password))}",
+            f"sentinel sentinel-pass {_quoted(sentinel_password)}",
+            f"sentinel auth-pass {_checked_name(master_name)}"
+            f" {_quoted(_sentinel_safe(redis_password))}",
+        ]
+    )
+
+
+def sentinel_file_text(conf: str, secrets: str) -> str:
+    """Return the first sentinel.conf to write (mode 0600); sentinel owns it from then on."""
+    return conf + secrets
+
+
+def _persistence_lines(persistence: Persistence) -> list[str]:
+    aof = persistence in ("aof", "aof+rdb")
+    rdb = persistence in ("rdb", "aof+rdb")
+    lines = [f"appendonly {'yes' if aof else 'no'}", "appendfsync everysec"]
+    lines.append(f'save "{RDB_SAVE_SCHEDULE if rdb else ""}"')
+    return lines
+
+
+def _quoted(value: str) -> str:
+    """Quote a value the way redis' config parser (``sdssplitargs``) unquotes it."""
+    escaped = []
+    for byte in value.encode():
+        char = chr(byte)
+        if char in '\\"':
+            escaped.append("\\" + char)
+        elif 32 <= byte < 127:
+            escaped.append(char)
+        else:
+            escaped.append(f"\\x{byte:02x}")
+    return '"' + "".join(escaped) + '"'
+
+
+def _sentinel_safe(password: str) -> str:
+    if not _SENTINEL_SAFE.match(password):
+        raise ValueError(
+            "redis-sentinel rewrites this password unquoted: use printable ASCII"
+            " without spaces, quotes or backslashes"
+        )
+    return password
+
+
+def _checked_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise ValueError(f"not a host name, address or master name: {name!r}")
+    return name
+
+
+def _checked_port(port: int) -> int:
+    if not 1 <= port <= 65535:
+        raise ValueError(f"not a TCP port: {port}")
+    return port
+
+
+def _text(lines: list[str]) -> str:
+    return "\n".join(lines) + "\n"
