@@ -69,7 +69,13 @@ def _report(s: ClusterStep, unit: str | None) -> MemberReport | None:
 
 def sentinel_view(s: ClusterStep) -> tuple[UnitName, int] | None:
     """The primary the sentinels name at the highest epoch, if they agree on it."""
-    views = [(m.sentinel_epoch, m.sentinel_primary) for m in s.input.members if m.sentinel_primary]
+    named = [m for m in s.input.members if m.sentinel_primary]
+    if not named:
+        return None
+    newest = max(max(m.sentinel_generation for m in named), s.facts.generation)
+    views = [
+        (m.sentinel_epoch, m.sentinel_primary) for m in named if m.sentinel_generation == newest
+    ]
     if not views:
         return None
     top = max(epoch for epoch, _ in views)
@@ -264,6 +270,11 @@ def next_epoch(s: ClusterStep) -> int:
     return max((s.facts.epoch, *(m.epoch for m in s.input.members))) + 1
 
 
+def next_generation(s: ClusterStep) -> int:
+    """The sentinel generation of a bootstrap or an election: above any a member has seen."""
+    return max((s.facts.generation, *(m.sentinel_generation for m in s.input.members))) + 1
+
+
 def record_members(s: ClusterStep) -> None:
     """Fold the membership into the facts (before any row): members and sentinel quorum."""
     members = tuple(sorted({m.unit for m in s.input.members} | {s.input.leader}, key=unit_number))
@@ -275,7 +286,14 @@ def bootstrap(s: ClusterStep) -> None:
     ready = [m.unit for m in s.input.members if m.redis_up]
     chosen = min(ready, key=unit_number)
     epoch = next_epoch(s)
-    s.update(bootstrapped=chosen, primary=chosen, start_as_primary=chosen, epoch=epoch, note=None)
+    s.update(
+        bootstrapped=chosen,
+        primary=chosen,
+        start_as_primary=chosen,
+        epoch=epoch,
+        generation=next_generation(s),
+        note=None,
+    )
     s.emit(AnnouncePrimary(primary=chosen, epoch=epoch))
 
 
@@ -288,7 +306,13 @@ def elect_most_advanced(s: ClusterStep) -> None:
     """Cold start: the member with the highest replication offset becomes primary."""
     chosen = most_advanced(s.input.members).unit
     epoch = next_epoch(s)
-    s.update(primary=chosen, start_as_primary=chosen, epoch=epoch, sentinel_epoch=0)
+    s.update(
+        primary=chosen,
+        start_as_primary=chosen,
+        epoch=epoch,
+        generation=next_generation(s),
+        sentinel_epoch=0,
+    )
     s.emit(AnnouncePrimary(primary=chosen, epoch=epoch))
 
 
@@ -302,6 +326,7 @@ def adopt_sentinel_primary(s: ClusterStep) -> None:
         primary=primary,
         start_as_primary=None,
         epoch=epoch,
+        generation=max((s.facts.generation, *(m.sentinel_generation for m in s.input.members))),
         sentinel_epoch=sentinel_epoch,
         bootstrapped=s.facts.bootstrapped or primary,
     )

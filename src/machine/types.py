@@ -135,6 +135,8 @@ class UnitObservation(_Frozen):
     sync_in_progress: bool = False
     sentinel_primary: UnitName | None = None
     sentinel_epoch: Count = 0
+    sentinel_generation: Count = 0
+    """The generation of the newest monitor this unit's sentinel has (see ClusterFacts)."""
     sentinels_seen: Count = 0
     """How many *other* sentinels this unit's sentinel knows of for the primary."""
     handover: str | None = Field(default=None, max_length=120)
@@ -160,6 +162,7 @@ class UnitFacts(_Frozen):
     """The cluster epoch at which ``following`` was last decided."""
     sentinel_primary: UnitName | None = None
     sentinel_epoch: Count = 0
+    sentinel_generation: Count = 0
     sentinels_seen: Count = 0
     quorum: Count = 0
     """The quorum last applied to this unit's sentinel."""
@@ -189,6 +192,10 @@ class ClusterFacts(_Frozen):
     """The unit the leader elected to start as primary (bootstrap or recovery)."""
     epoch: Count = 0
     """Cluster epoch: incremented on every change of primary."""
+    generation: Count = 0
+    """Incremented by the bootstrap and by every cold-start election. The sentinels
+    monitor the primary under a name of this generation, so what they remember of an
+    older one (a dead primary, a higher config-epoch) cannot pull them back."""
     sentinel_epoch: Count = 0
     """Highest Sentinel config-epoch recorded for the current generation."""
     quorum: Count = 0
@@ -245,10 +252,15 @@ class ConfigureRedis:
 
 @dataclasses.dataclass(frozen=True)
 class ConfigureSentinel:
-    """Render sentinel.conf monitoring ``primary`` with ``quorum`` and make the sentinel run."""
+    """Make the sentinel run, monitoring ``primary`` under the name of ``generation``.
+
+    A sentinel that already monitors this generation keeps what it knows (Sentinel
+    is the truth); only ``quorum`` is applied. Monitors of older generations go.
+    """
 
     primary: str
     quorum: int
+    generation: int
 
 
 @dataclasses.dataclass(frozen=True)

@@ -65,20 +65,25 @@ def newer_primary(s: UnitStep) -> UnitName | None:
     the leader decided at a newer cluster epoch (a failover it recorded from
     the other sentinels, or a cold-start election).
     """
-    obs, cluster, facts = s.input.observation, s.input.cluster, s.facts
-    if obs.sentinel_up and obs.sentinel_primary and obs.sentinel_primary != facts.following:
-        return obs.sentinel_primary
+    cluster, facts = s.input.cluster, s.facts
+    named = sentinel_names(s)
+    if named and named != facts.following:
+        return named
     if cluster.primary and cluster.primary != facts.following and cluster.epoch > facts.epoch:
         return cluster.primary
     return None
 
 
+def sentinel_names(s: UnitStep) -> UnitName | None:
+    """The primary this unit's sentinel names under the cluster's current generation."""
+    obs = s.input.observation
+    current = obs.sentinel_up and obs.sentinel_generation >= s.input.cluster.generation
+    return obs.sentinel_primary if current else None
+
+
 def believed_primary(s: UnitStep) -> UnitName | None:
     """Who the primary is, for a unit that is not following anyone yet."""
-    obs = s.input.observation
-    if obs.sentinel_up and obs.sentinel_primary:
-        return obs.sentinel_primary
-    return s.input.cluster.primary
+    return sentinel_names(s) or s.input.cluster.primary
 
 
 # ------------------------------------------------------------------- guards
@@ -130,16 +135,15 @@ def primary_known(s: UnitStep) -> bool:
     start), the others wait: a sentinel told to monitor a redis that is not
     yet a master would soon fail it over.
     """
-    obs, cluster = s.input.observation, s.input.cluster
-    if obs.sentinel_up and obs.sentinel_primary:
-        return obs.sentinel_primary != _me(s)
+    cluster, named = s.input.cluster, sentinel_names(s)
+    if named:
+        return named != _me(s)
     return cluster.primary not in (None, _me(s)) and cluster.state in SERVING_CLUSTER_STATES
 
 
 def confirmed_primary(s: UnitStep) -> bool:
     """redis-server reports master and this unit's sentinel names it."""
-    obs = s.input.observation
-    return obs.role is Role.MASTER and obs.sentinel_primary == _me(s)
+    return s.input.observation.role is Role.MASTER and sentinel_names(s) == _me(s)
 
 
 def superseded(s: UnitStep) -> bool:
@@ -266,9 +270,12 @@ def not_master(s: UnitStep) -> bool:
     return not obs.redis_up or obs.role is not Role.MASTER
 
 
-def sentinel_not_running(s: UnitStep) -> bool:
-    """This unit's sentinel was configured but does not answer."""
-    return s.facts.following is not None and not s.input.observation.sentinel_up
+def sentinel_stale(s: UnitStep) -> bool:
+    """This unit's sentinel was configured but does not answer, or monitors an old generation."""
+    obs = s.input.observation
+    return s.facts.following is not None and (
+        not obs.sentinel_up or obs.sentinel_generation < s.input.cluster.generation
+    )
 
 
 def _had_data(s: UnitStep) -> bool:
@@ -296,6 +303,7 @@ def record_observation(s: UnitStep) -> None:
         "sentinel_up": obs.sentinel_up,
         "sentinel_primary": obs.sentinel_primary if obs.sentinel_up else None,
         "sentinel_epoch": obs.sentinel_epoch if obs.sentinel_up else 0,
+        "sentinel_generation": obs.sentinel_generation if obs.sentinel_up else 0,
         "sentinels_seen": obs.sentinels_seen if obs.sentinel_up else 0,
         "role": obs.role if obs.redis_up else Role.UNKNOWN,
         "master_link_up": obs.redis_up and obs.master_link_up,
@@ -306,11 +314,17 @@ def record_observation(s: UnitStep) -> None:
     s.update(**changes)
 
 
+def monitor(s: UnitStep, primary: UnitName) -> ConfigureSentinel:
+    """The sentinel configuration for ``primary`` in the cluster's current generation."""
+    c = s.input.cluster
+    return ConfigureSentinel(primary=primary, quorum=c.quorum, generation=c.generation)
+
+
 def configure_as_primary(s: UnitStep) -> None:
     """Run redis-server as primary and make this unit's sentinel monitor it."""
     me, c = _me(s), s.input.cluster
     s.update(following=me, epoch=c.epoch, ever_started=True, quorum=c.quorum, handover=None)
-    s.emit(ConfigureRedis(replica_of=None), ConfigureSentinel(primary=me, quorum=c.quorum))
+    s.emit(ConfigureRedis(replica_of=None), monitor(s, me))
 
 
 def configure_as_replica(s: UnitStep) -> None:
@@ -321,7 +335,7 @@ def configure_as_replica(s: UnitStep) -> None:
     s.update(
         following=primary, epoch=max(c.epoch, s.facts.epoch), ever_started=True, quorum=c.quorum
     )
-    s.emit(ConfigureRedis(replica_of=primary), ConfigureSentinel(primary=primary, quorum=c.quorum))
+    s.emit(ConfigureRedis(replica_of=primary), monitor(s, primary))
 
 
 def follow_promotion(s: UnitStep) -> None:
@@ -346,7 +360,7 @@ def fence(s: UnitStep) -> None:
         master_repl_offset=s.input.observation.master_repl_offset,
         keys=s.input.observation.keys,
     )
-    s.emit(Fence(), ConfigureSentinel(primary=me, quorum=c.quorum))
+    s.emit(Fence(), monitor(s, me))
 
 
 def reapply_replica(s: UnitStep) -> None:
@@ -361,8 +375,8 @@ def reapply_primary(s: UnitStep) -> None:
 
 def reapply_sentinel(s: UnitStep) -> None:
     """Start this unit's sentinel again, monitoring the primary it follows."""
-    assert s.facts.following is not None  # guarded by sentinel_not_running
-    s.emit(ConfigureSentinel(primary=s.facts.following, quorum=s.input.cluster.quorum))
+    assert s.facts.following is not None  # guarded by sentinel_stale
+    s.emit(monitor(s, s.facts.following))
 
 
 def hand_over_to_target(s: UnitStep) -> None:
@@ -409,7 +423,7 @@ def apply_quorum(s: UnitStep) -> None:
     c = s.input.cluster
     assert s.facts.following is not None  # guarded by quorum_stale
     s.update(quorum=c.quorum)
-    s.emit(ConfigureSentinel(primary=s.facts.following, quorum=c.quorum))
+    s.emit(monitor(s, s.facts.following))
 
 
 # -------------------------------------------------------------------- table
@@ -435,7 +449,7 @@ TABLE = (
     go(OBSERVE, S.STARTING_PRIMARY, S.PRIMARY, confirmed_primary),
     go(OBSERVE, S.STARTING_PRIMARY, S.SYNCING, superseded, configure_as_replica),
     go(OBSERVE, S.STARTING_PRIMARY, None, not_master, reapply_primary),
-    go(OBSERVE, S.STARTING_PRIMARY, None, sentinel_not_running, reapply_sentinel),
+    go(OBSERVE, S.STARTING_PRIMARY, None, sentinel_stale, reapply_sentinel),
     noop(OBSERVE, S.STARTING_PRIMARY, "waiting for redis to report master and sentinel to name it"),
     # --- primary ---------------------------------------------------------------------------
     go(OBSERVE, S.PRIMARY, S.FENCED, restarted_empty, fence),
@@ -452,7 +466,7 @@ TABLE = (
     go(OBSERVE, S.REPLICA, S.SYNCING, superseded, configure_as_replica),
     go(OBSERVE, S.REPLICA, S.SYNCING, link_lost),
     # --- every serving unit: sentinel quorum and reset waves --------------------------------
-    go(OBSERVE, RUNNING, None, sentinel_not_running, reapply_sentinel),
+    go(OBSERVE, RUNNING, None, sentinel_stale, reapply_sentinel),
     go(OBSERVE, RUNNING, None, quorum_stale, apply_quorum),
     go(OBSERVE, RUNNING, None, sentinel_reset_due, reset_sentinel),
     go(OBSERVE, RUNNING, None, sentinel_reset_verified, mark_reset_verified),

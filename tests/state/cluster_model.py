@@ -85,6 +85,8 @@ class Redis:
 @dataclasses.dataclass
 class Sentinel:
     up: bool = False
+    generation: int = 0
+    """Which generation's master name it monitors (the newest it was told)."""
     primary: str | None = None
     epoch: int = 0
     knows: set[str] = dataclasses.field(default_factory=set)
@@ -116,7 +118,7 @@ class World:
         # What the invariants look at.
         self.announced: dict[int, str] = {}
         self.bootstraps: list[tuple[str, bool]] = []
-        """(chosen unit, whether any member held data or a sentinel knew a primary then)."""
+        """(chosen unit, whether a member held data or a running sentinel knew a primary)."""
         self.records_lost = False
         """Some peer databag was lost: a bootstrap nobody acted on may be decided again."""
         self.elections: list[tuple[str, dict[str, int]]] = []
@@ -251,7 +253,7 @@ class World:
             had_data = any(
                 self.pods[m].redis.offset
                 or self.pods[m].redis.keys
-                or self.pods[m].sentinel.primary
+                or (self.pods[m].sentinel.up and self.pods[m].sentinel.primary)
                 for m in self.members
             )
             cluster_journal = run_cluster(
@@ -331,11 +333,7 @@ class World:
         redis_up = self.answers(name)
         sentinel_up = pod.alive and s.up
         if sentinel_up:
-            s.knows |= {
-                o
-                for o, p in self.pods.items()
-                if o != name and p.sentinel.up and self.reachable(name, o)
-            }
+            s.knows |= set(self.sentinels_on_side(name)) - {name}
         observation = UnitObservation(
             containers_ready=pod.alive,
             redis_service_defined=pod.alive and r.defined,
@@ -348,6 +346,7 @@ class World:
             master_link_up=redis_up and self.link_up(name),
             sentinel_primary=s.primary if sentinel_up else None,
             sentinel_epoch=s.epoch if sentinel_up else 0,
+            sentinel_generation=s.generation if sentinel_up else 0,
             sentinels_seen=len(s.knows) if sentinel_up else 0,
             handover=pod.handover,
         )
@@ -390,10 +389,12 @@ class World:
                 self.make_replica(name, primary)
             case Fence():
                 self.make_replica(name, None)
-            case ConfigureSentinel(primary=primary):
-                # A sentinel that already monitors the primary keeps what it knows
-                # (Sentinel is the truth); only a new one starts from the charm's word.
+            case ConfigureSentinel(primary=primary, generation=generation):
+                # A sentinel that already monitors this generation keeps what it knows
+                # (Sentinel is the truth); a new generation starts from the charm's word.
                 s = pod.sentinel
+                if generation > s.generation:
+                    s.generation, s.primary, s.knows = generation, None, set()
                 if s.primary is None:
                     s.primary = primary
                     s.epoch = max(
@@ -401,6 +402,7 @@ class World:
                             p.sentinel.epoch
                             for o, p in self.pods.items()
                             if p.sentinel.up
+                            and p.sentinel.generation == generation
                             and p.sentinel.primary == primary
                             and self.reachable(name, o)
                         ),
@@ -410,11 +412,7 @@ class World:
             case HandOver(target=target):
                 pod.handover = self.switchover(name, target)
             case ResetSentinel():
-                pod.sentinel.knows = {
-                    o
-                    for o, p in self.pods.items()
-                    if o != name and p.sentinel.up and self.reachable(name, o)
-                }
+                pod.sentinel.knows = set(self.sentinels_on_side(name)) - {name}
             case StopWorkload():
                 pod.redis.up = False
                 pod.sentinel.up = False
@@ -427,7 +425,13 @@ class World:
                 self.refusals.append(reason)
 
     def sentinels_on_side(self, name: str) -> list[str]:
-        return [o for o, p in self.pods.items() if p.sentinel.up and self.reachable(name, o)]
+        """Running sentinels that reach ``name`` and monitor its sentinel's generation."""
+        generation = self.pods[name].sentinel.generation
+        return [
+            o
+            for o, p in self.pods.items()
+            if p.sentinel.up and p.sentinel.generation == generation and self.reachable(name, o)
+        ]
 
     def switchover(self, name: str, target: str | None) -> str:
         """A planned switchover run by the primary's charm: pause, catch up, fail over."""
