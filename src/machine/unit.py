@@ -301,9 +301,14 @@ def record_observation(s: UnitStep) -> None:
     changes: dict[str, object] = {
         "redis_up": obs.redis_up,
         "sentinel_up": obs.sentinel_up,
-        "sentinel_primary": obs.sentinel_primary if obs.sentinel_up else None,
+        "sentinel_primary": obs.sentinel_primary
+        if obs.sentinel_up and obs.sentinel_generation >= s.facts.sentinel_generation
+        else None,
         "sentinel_epoch": obs.sentinel_epoch if obs.sentinel_up else 0,
-        "sentinel_generation": obs.sentinel_generation if obs.sentinel_up else 0,
+        # Generations only rise; a sentinel that is down still has the one on its disk.
+        "sentinel_generation": max(
+            s.facts.sentinel_generation, obs.sentinel_generation if obs.sentinel_up else 0
+        ),
         "sentinels_seen": obs.sentinels_seen if obs.sentinel_up else 0,
         "role": obs.role if obs.redis_up else Role.UNKNOWN,
         "master_link_up": obs.redis_up and obs.master_link_up,
