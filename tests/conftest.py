@@ -1,13 +1,14 @@
 """Shared test settings: hypothesis profiles.
 
 ``ci`` (the default) checks at least 2,000 cluster histories in a few minutes;
+``quick`` finds failures without shrinking them (for mutation checks);
 ``long`` runs ten times as many, on demand:
 ``HYPOTHESIS_PROFILE=long uv run --frozen pytest tests/state``.
 """
 
 import os
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 settings.register_profile(
     "ci",
@@ -23,5 +24,12 @@ settings.register_profile(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
     print_blob=True,
+)
+settings.register_profile(
+    "quick",
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
