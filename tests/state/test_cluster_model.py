@@ -28,6 +28,8 @@ CLUSTER_HISTORIES = int(
     )
 )
 """Histories checked per run: 2,000 in CI, 20,000 with the long profile, or as set."""
+STEPS_PER_HISTORY = 50 if os.environ.get("HYPOTHESIS_PROFILE") == "long" else 25
+"""Rules (each may deliver up to 12 hooks) per history, before the liveness check."""
 MAX_UNITS = 7
 LIVENESS_HOOK_BOUND = 400
 """Fairly delivered hooks within which a healed cluster of 3+ units must settle."""
@@ -217,6 +219,6 @@ def assert_settled_ha(w: World) -> None:
 
 
 ClusterHistories.TestCase.settings = settings(
-    max_examples=CLUSTER_HISTORIES, stateful_step_count=40
+    max_examples=CLUSTER_HISTORIES, stateful_step_count=STEPS_PER_HISTORY
 )
 test_cluster_histories = ClusterHistories.TestCase
