@@ -68,24 +68,22 @@ def test_cluster_machine_is_total(facts, inp) -> None:
     assert CLUSTER_MACHINE.run(facts, inp, CLUSTER_TRIGGER_OF[inp.event]) == outcome
 
 
-@given(inputs=st.lists(unit_inputs, max_size=30))
-def test_unit_journal_round_trips_and_replays(inputs) -> None:
-    j = journal.fresh_unit()
+def assert_round_trips_and_replays(j, inputs, load) -> None:
     for inp in inputs:
         j, _ = journal.step(j, inp)
-        loaded, problem = journal.load_unit(journal.dump(j))
+        loaded, problem = load(journal.dump(j))
         assert problem is None and loaded == j
         assert journal.replay(j) == j.current
+
+
+@given(inputs=st.lists(unit_inputs, max_size=30))
+def test_unit_journal_round_trips_and_replays(inputs) -> None:
+    assert_round_trips_and_replays(journal.fresh_unit(), inputs, journal.load_unit)
 
 
 @given(inputs=st.lists(cluster_inputs, max_size=30))
 def test_cluster_journal_round_trips_and_replays(inputs) -> None:
-    j = journal.fresh_cluster()
-    for inp in inputs:
-        j, _ = journal.step(j, inp)
-        loaded, problem = journal.load_cluster(journal.dump(j))
-        assert problem is None and loaded == j
-        assert journal.replay(j) == j.current
+    assert_round_trips_and_replays(journal.fresh_cluster(), inputs, journal.load_cluster)
 
 
 @pytest.mark.parametrize("seed", [1, 2])
