@@ -276,9 +276,20 @@ def next_generation(s: ClusterStep) -> int:
 
 
 def record_members(s: ClusterStep) -> None:
-    """Fold the membership into the facts (before any row): members and sentinel quorum."""
+    """Fold the membership into the facts (before any row): members and sentinel quorum.
+
+    A member that is gone is remembered as departed even if no departed event said so
+    (a new leader, a lost event): its sentinel must be reset out. If a reset wave is
+    under way, it starts again, so that sentinels already reset forget this one too.
+    """
     members = tuple(sorted({m.unit for m in s.input.members} | {s.input.leader}, key=unit_number))
-    s.update(members=members, quorum=majority(len(members)))
+    gone = set(s.facts.members) - set(members)
+    changes: dict[str, object] = {"members": members, "quorum": majority(len(members))}
+    if gone:
+        changes["departed"] = tuple(sorted(set(s.facts.departed) | gone, key=unit_number))
+        if s.facts.state is ClusterState.RESETTING_SENTINELS:
+            changes.update(reset_queue=members, reset_wave=s.facts.reset_wave + 1)
+    s.update(**changes)
 
 
 def bootstrap(s: ClusterStep) -> None:

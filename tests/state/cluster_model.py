@@ -143,6 +143,8 @@ class World:
     def _loaded(self, text, load):
         """Load a databag value as the charm does (validated, replayed), once per distinct text."""
         key = (load, text)
+        if len(self._journals) > 4096:
+            self._journals.clear()  # a long history: keep memory bounded
         if key not in self._journals:
             self._journals[key] = load(text)[0]  # unreadable data: a fresh journal
         return self._journals[key]
@@ -568,7 +570,9 @@ class World:
             self.sentinel_demote_stale()
             if not progressed:
                 return hooks
-        return hooks
+        raise AssertionError(
+            f"no quiescence after {max_hooks} hooks: an event storm or a livelock"
+        )
 
     def update_status_everywhere(self) -> None:
         for name in self.members:
