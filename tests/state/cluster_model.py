@@ -23,7 +23,7 @@ import dataclasses
 from collections import deque
 
 from machine import journal
-from machine.cluster import majority, unit_number
+from machine.cluster import PRIMARY_STATES, majority, unit_number
 from machine.hook import report, run_cluster, run_unit
 from machine.types import (
     HANDOVER_COMPLETED,
@@ -241,11 +241,8 @@ class World:
             lambda: self.observe(name),
             lambda effect: self.execute(name, effect),
         )
-        if unit_journal.current.state is UnitState.STOPPED and before.current.state in (
-            UnitState.PRIMARY,
-            UnitState.STARTING_PRIMARY,
-            UnitState.HANDING_OVER,
-        ):
+        stopped = unit_journal.current.state is UnitState.STOPPED
+        if stopped and before.current.state in PRIMARY_STATES:
             others = len([m for m in self.members if m != name])
             self.stops_of_primary.append((name, unit_journal.current.handover, others))
         self.publish_unit(name, journal.dump(unit_journal))
