@@ -67,22 +67,35 @@ def _report(s: ClusterStep, unit: str | None) -> MemberReport | None:
     return next((m for m in s.input.members if m.unit == unit), None)
 
 
-def sentinel_view(s: ClusterStep) -> tuple[UnitName, int] | None:
-    """The primary the sentinels name at the highest epoch, if they agree on it."""
+def sentinel_claims(s: ClusterStep) -> tuple[dict[UnitName, int], int]:
+    """Who the sentinels of the newest generation name at their highest epoch, and how many.
+
+    Returns (primary -> number of sentinels naming it, that epoch); empty when no
+    sentinel of the newest generation names anyone.
+    """
     named = [m for m in s.input.members if m.sentinel_primary]
     if not named:
-        return None
+        return {}, 0
     newest = max(max(m.sentinel_generation for m in named), s.facts.generation)
     views = [
         (m.sentinel_epoch, m.sentinel_primary) for m in named if m.sentinel_generation == newest
     ]
     if not views:
-        return None
+        return {}, 0
     top = max(epoch for epoch, _ in views)
-    named = {primary for epoch, primary in views if epoch == top}
-    if len(named) != 1:
+    claims: dict[UnitName, int] = {}
+    for epoch, primary in views:
+        if epoch == top and primary is not None:
+            claims[primary] = claims.get(primary, 0) + 1
+    return claims, top
+
+
+def sentinel_view(s: ClusterStep) -> tuple[UnitName, int] | None:
+    """The primary the sentinels name at the highest epoch, if they agree on it."""
+    claims, top = sentinel_claims(s)
+    if len(claims) != 1:
         return None
-    return named.pop(), top  # type: ignore[return-value]
+    return next(iter(claims)), top
 
 
 def most_advanced(members: tuple[MemberReport, ...]) -> MemberReport:
@@ -181,6 +194,18 @@ def sentinel_moved_primary(s: ClusterStep) -> bool:
         and view[1] > s.facts.sentinel_epoch
         and _is_serving(s, view[0])
     )
+
+
+def sentinels_split(s: ClusterStep) -> bool:
+    """The sentinels name different primaries at the same epoch, and one of them serves.
+
+    Sentinel never resolves this by itself: two groups of sentinels that each
+    failed over while they could not see each other (a partition during a
+    membership change) keep their own primary, because a sentinel adopts
+    another's configuration only at a higher epoch. Both primaries run.
+    """
+    claims, _ = sentinel_claims(s)
+    return len(claims) > 1 and any(_is_serving(s, primary) for primary in claims)
 
 
 def sentinel_epoch_advanced(s: ClusterStep) -> bool:
@@ -344,6 +369,44 @@ def adopt_sentinel_primary(s: ClusterStep) -> None:
     s.emit(AnnouncePrimary(primary=primary, epoch=epoch))
 
 
+def reunite_sentinels(s: ClusterStep) -> None:
+    """Split sentinels: keep the primary most of them name, re-monitor it everywhere.
+
+    The kept primary is the serving one named by the most sentinels, then the one
+    with the most replicas following it, then the most advanced. A new sentinel
+    generation makes every sentinel monitor it afresh (a new master name, so no
+    old epoch can win), and the new cluster epoch turns the other primary into
+    its replica: the writes it took while split are lost, which
+    ``min-replicas-to-write`` keeps to those of an isolated primary that still
+    had replicas.
+    """
+    claims, _ = sentinel_claims(s)
+
+    def strength(primary: UnitName) -> tuple[int, int, int, int, int]:
+        report = _report(s, primary)
+        assert report is not None  # _is_serving
+        followers = sum(1 for m in s.input.members if m.following == primary and m.unit != primary)
+        return (
+            claims[primary],
+            followers,
+            report.master_repl_offset,
+            report.keys,
+            -unit_number(primary),
+        )
+
+    chosen = max((p for p in claims if _is_serving(s, p)), key=strength)
+    epoch = next_epoch(s)
+    s.update(
+        primary=chosen,
+        start_as_primary=None,
+        epoch=epoch,
+        generation=next_generation(s),
+        sentinel_epoch=0,
+        note=f"sentinels named {len(claims)} primaries; kept {chosen}",
+    )
+    s.emit(AnnouncePrimary(primary=chosen, epoch=epoch))
+
+
 def record_failover(s: ClusterStep) -> None:
     """Sentinel moved the primary: record it at a new cluster epoch and announce it."""
     adopt_sentinel_primary(s)
@@ -449,6 +512,7 @@ TABLE = (
     noop(OBSERVE, C.RECOVERING, "waiting for every member to report its offset"),
     # --- serving: Sentinel is the truth ----------------------------------------------------
     go(OBSERVE, SERVING, None, sentinel_moved_primary, record_failover),
+    go(OBSERVE, SERVING, None, sentinels_split, reunite_sentinels),
     go(OBSERVE, SERVING, None, sentinel_epoch_advanced, record_sentinel_epoch),
     go(OBSERVE, SERVING, C.RECOVERING, everyone_waiting, withdraw_primary),
     go(OBSERVE, C.SWITCHING_OVER, C.NOT_HA, switchover_reached_target, close_switchover),

@@ -375,7 +375,10 @@ class World:
     def execute(self, name: str, effect: Effect) -> None:
         pod = self.pods[name]
         if isinstance(effect, (ConfigureRedis, Fence)) and (not pod.alive or pod.redis.frozen):
-            return  # the command times out against a frozen or dead redis-server
+            # Pebble takes the layer, but the command times out against a frozen
+            # redis-server (and nothing runs on a dead pod).
+            pod.redis.defined = pod.redis.defined or pod.alive
+            return
         match effect:
             case ConfigureRedis(replica_of=None):
                 self.make_master(name)

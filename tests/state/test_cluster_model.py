@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 
-import pytest
 from hypothesis import Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -239,8 +238,4 @@ ClusterHistories.TestCase.settings = settings(
     stateful_step_count=STEPS_PER_HISTORY,
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
 )
-test_cluster_liveness = pytest.mark.xfail(
-    reason="known open bug (issue 2 note): in rare histories the healed sentinels still "
-    "disagree on the primary, or the hooks do not go quiet within the bound",
-    strict=False,
-)(ClusterHistories.TestCase)
+test_cluster_liveness = ClusterHistories.TestCase

@@ -102,6 +102,32 @@ def test_frozen_primary_fails_over_and_rejoins_as_replica() -> None:
     assert world.pods["redis-k8s/0"].redis.keys == 1
 
 
+def test_sentinels_split_at_one_epoch_keep_the_primary_most_of_them_name() -> None:
+    """Two sentinel groups that failed over apart, at the same epoch, never reconcile alone.
+
+    Sentinel adopts another configuration only at a higher epoch, so the leader
+    keeps the primary most sentinels name and re-monitors it in a new generation.
+    """
+    world = deploy(5)
+    world.write()
+    minority = ["redis-k8s/3", "redis-k8s/4"]
+    world.make_master("redis-k8s/3")
+    world.make_replica("redis-k8s/4", "redis-k8s/3")
+    epochs = {world.pods[m].sentinel.epoch for m in world.members}
+    for name in minority:
+        world.pods[name].sentinel.primary = "redis-k8s/3"
+    assert len(epochs) == 1  # the same epoch on both sides: gossip changes nothing
+    world.sentinel_gossip()
+    assert world.pods["redis-k8s/3"].sentinel.primary == "redis-k8s/3"
+    world.update_status_everywhere()
+    settle(world)
+    assert_settled_ha(world)
+    cluster = world.cluster()
+    assert cluster.primary == "redis-k8s/0"
+    assert cluster.note == "sentinels named 2 primaries; kept redis-k8s/0"
+    assert world.pods["redis-k8s/3"].redis.keys == world.pods["redis-k8s/0"].redis.keys == 1
+
+
 def test_switchover_to_a_named_replica() -> None:
     world = deploy(3)
     world.write()
