@@ -1,21 +1,348 @@
 #!/usr/bin/env python3
-"""Charm entry point for redis-k8s: thin glue between Juju events and the machine.
+"""Charm entry point for redis-k8s: thin glue between Juju events and the machines.
 
-This module owns nothing but wiring: it turns Juju events into inputs for the
-event-sourced state machine (``src/machine``) and hands the resulting effects to
-``src/workload``, which owns every side effect. It holds no decisions. For now
-it is a placeholder; the real wiring comes with the next issue.
+Every observed event (``EVENTS``, documented in ``docs/events.md``) runs the same
+hook: load both journals from the peer relation, observe the workload, step
+the unit machine (and, on the leader, the cluster machine), execute the
+effects through ``workload.Workload``, persist the journals, and reconcile the
+operator's config. Status is set only by collect-status, from the persisted
+facts. No decision is taken here: they are all in ``src/machine``.
 """
 
+from __future__ import annotations
+
 import logging
+import secrets
+from collections.abc import Callable
+from typing import Any
 
 import ops
+from pydantic import ValidationError
+
+from machine import journal
+from machine.hook import report, run_cluster, run_unit
+from machine.types import (
+    ClusterFacts,
+    ClusterState,
+    Effect,
+    Event,
+    RefuseRequest,
+    UnitFacts,
+    UnitInput,
+    UnitState,
+)
+from workload.addressing import Addressing
+from workload.config import CharmConfig
+from workload.workload import Passwords, Workload
 
 logger = logging.getLogger(__name__)
+# Every log record of a hook becomes a juju-log call (a process); the engine's
+# per-guard debug lines of transitions would be dozens per hook.
+logging.getLogger("transitions").setLevel(logging.WARNING)
+
+PEER = "redis-peers"
+UNIT_JOURNAL_KEY = "unit-journal"
+CLUSTER_JOURNAL_KEY = "cluster-journal"
+SECRET_ID_KEY = "internal-secret-id"
+SECRET_LABEL = "internal-passwords"
+PASSWORD_FIELDS = ("admin-password", "replication-password", "sentinel-password")
+
+
+def events(charm: ops.CharmBase) -> dict[str, tuple[ops.BoundEvent, Event]]:
+    """Every event the charm observes, by kind, and the machine input it becomes."""
+    on = charm.on
+    table = {
+        on.install: Event.INSTALL,
+        on.leader_elected: Event.LEADER_ELECTED,
+        on.config_changed: Event.CONFIG_CHANGED,
+        on.upgrade_charm: Event.UPGRADE_CHARM,
+        on.start: Event.START,
+        on.stop: Event.STOP,
+        on.remove: Event.REMOVE,
+        on.update_status: Event.UPDATE_STATUS,
+        on.secret_changed: Event.SECRET_CHANGED,
+        on["redis"].pebble_ready: Event.REDIS_PEBBLE_READY,
+        on["sentinel"].pebble_ready: Event.SENTINEL_PEBBLE_READY,
+        on["redis"].pebble_check_failed: Event.PEBBLE_CHECK_FAILED,
+        on["sentinel"].pebble_check_failed: Event.PEBBLE_CHECK_FAILED,
+        on["redis"].pebble_check_recovered: Event.PEBBLE_CHECK_RECOVERED,
+        on["sentinel"].pebble_check_recovered: Event.PEBBLE_CHECK_RECOVERED,
+        on["redis"].pebble_custom_notice: Event.PEBBLE_CUSTOM_NOTICE,
+        on["sentinel"].pebble_custom_notice: Event.PEBBLE_CUSTOM_NOTICE,
+        on[PEER].relation_created: Event.PEER_RELATION_CREATED,
+        on[PEER].relation_joined: Event.PEER_RELATION_JOINED,
+        on[PEER].relation_changed: Event.PEER_RELATION_CHANGED,
+        on[PEER].relation_departed: Event.PEER_RELATION_DEPARTED,
+        on[PEER].relation_broken: Event.PEER_RELATION_BROKEN,
+        on["data"].storage_attached: Event.STORAGE_ATTACHED,
+        on["data"].storage_detaching: Event.STORAGE_DETACHING,
+        on.switchover_action: Event.SWITCHOVER_ACTION,
+    }
+    return {bound.event_kind: (bound, kind) for bound, kind in table.items()}
 
 
 class RedisK8sCharm(ops.CharmBase):
-    """Redis with Redis Sentinel on Kubernetes (placeholder: observes no events yet)."""
+    """Redis with Redis Sentinel on Kubernetes."""
+
+    def __init__(self, framework: ops.Framework) -> None:
+        """Observe every event of ``events`` with the one hook, and collect-status."""
+        super().__init__(framework)
+        self.inputs = events(self)
+        for bound_event, _ in self.inputs.values():
+            framework.observe(bound_event, self._on_event)
+        framework.observe(self.on.collect_unit_status, self._on_collect_unit_status)
+        framework.observe(self.on.collect_app_status, self._on_collect_app_status)
+        self.problems: list[str] = []
+        self.config_error: str | None = None
+        self.refusal: str | None = None
+
+    # ---------------------------------------------------------------- the hook
+
+    def _on_event(self, event: ops.EventBase) -> None:
+        _, kind = self.inputs[event.handle.kind]
+        if isinstance(event, ops.ActionEvent):
+            self._on_switchover_action(event)
+            return
+        self.run(kind, subject_of(event))
+
+    def run(self, kind: Event, subject: str | None = None) -> None:
+        """Observe, step the machines, execute their effects, persist the journals."""
+        peers = self.model.get_relation(PEER)
+        if peers is None:
+            return  # install, before the peer relation exists: nothing can be persisted
+        config = self.charm_config()
+        passwords = self.passwords(peers)
+        workload = Workload(self.unit, Addressing(self.app.name), config, passwords)
+        unit_journal = self.load(journal.load_unit, peers.data[self.unit].get(UNIT_JOURNAL_KEY))
+        cluster_journal = self.load(
+            journal.load_cluster, peers.data[self.app].get(CLUSTER_JOURNAL_KEY)
+        )
+        cluster = cluster_journal.current
+        me = self.unit.name
+        others = tuple(sorted(unit.name for unit in peers.units))
+        unit_journal = run_unit(
+            unit_journal,
+            lambda observed: UnitInput(
+                event=kind, unit=me, observation=observed, cluster=cluster, peers=others
+            ),
+            workload.observe,
+            workload.execute,
+        )
+        self.save(peers, self.unit, UNIT_JOURNAL_KEY, journal.dump(unit_journal))
+        if self.unit.is_leader():
+            reports = [report(me, unit_journal)]
+            for unit in sorted(peers.units, key=lambda u: u.name):
+                loaded = self.load(journal.load_unit, peers.data[unit].get(UNIT_JOURNAL_KEY))
+                reports.append(report(unit.name, loaded))
+            cluster_journal = run_cluster(
+                cluster_journal, kind, me, reports, subject, self.execute_cluster_effect
+            )
+            self.save(peers, self.app, CLUSTER_JOURNAL_KEY, journal.dump(cluster_journal))
+        if kind not in (Event.STOP, Event.REMOVE, Event.STORAGE_DETACHING):
+            workload.reconcile_config()
+        self.problems.extend(workload.problems)
+
+    def execute_cluster_effect(self, effect: Effect) -> None:
+        """The leader's effects: only a refusal needs the charm (the action's answer)."""
+        if isinstance(effect, RefuseRequest):
+            self.refusal = effect.reason
+        logger.info("cluster: %s", effect)
+
+    def load(self, loader: Callable[[str | None], tuple[Any, str | None]], text: str | None):
+        """Load a journal from peer data; unreadable data gives a fresh, safe journal."""
+        loaded, problem = loader(text)
+        if problem:
+            logger.warning("peer data unreadable, starting from a safe state: %s", problem)
+            self.problems.append("peer data was unreadable: restarted from a safe state")
+        return loaded
+
+    def save(self, peers: ops.Relation, owner: ops.Unit | ops.Application, key: str, text: str):
+        """Write a journal to peer data when it changed (an unchanged one wakes nobody)."""
+        try:
+            if peers.data[owner].get(key) != text:
+                peers.data[owner][key] = text
+        except ops.ModelError as error:  # the relation is going away (remove, broken)
+            logger.info("peer data not written: %s", error)
+
+    # ------------------------------------------------------------- the action
+
+    def _on_switchover_action(self, event: ops.ActionEvent) -> None:
+        target = event.params.get("target")
+        if not self.unit.is_leader():
+            event.fail("run the switchover action on the leader unit")
+            return
+        if target is not None and not is_unit_of(self.app.name, target):
+            event.fail(f"target must be a unit of {self.app.name}, such as {self.app.name}/1")
+            return
+        if self.model.get_relation(PEER) is None:
+            event.fail("the peer relation does not exist yet")
+            return
+        self.run(Event.SWITCHOVER_ACTION, target)
+        if self.refusal is not None:
+            event.fail(self.refusal)
+            return
+        cluster = self.cluster_facts()
+        event.set_results(
+            {
+                "from": cluster.primary or "",
+                "to": cluster.switchover_target or "",
+                "message": "switchover requested; juju status shows when it completes",
+            }
+        )
+
+    # --------------------------------------------------------- config, secrets
+
+    def charm_config(self) -> CharmConfig | None:
+        """The operator's config, validated; None (and a problem noted) when invalid."""
+        try:
+            return self.load_config(CharmConfig)
+        except ValidationError as error:
+            self.config_error = config_problem(error)
+            return None
+
+    def passwords(self, peers: ops.Relation) -> Passwords | None:
+        """The internal passwords; the leader creates the secret the first time."""
+        secret_id = peers.data[self.app].get(SECRET_ID_KEY)
+        if secret_id is None and self.unit.is_leader():
+            content = {field: secrets.token_urlsafe(24) for field in PASSWORD_FIELDS}
+            secret = self.app.add_secret(content, label=SECRET_LABEL)
+            secret_id = secret.id
+            assert secret_id is not None
+            peers.data[self.app][SECRET_ID_KEY] = secret_id
+        if secret_id is None:
+            return None
+        try:
+            secret = self.model.get_secret(id=secret_id)
+            content = secret.get_content(refresh=not self.unit.is_leader())
+        except (ops.SecretNotFoundError, ops.ModelError) as error:
+            logger.warning("internal secret not readable: %s", type(error).__name__)
+            return None
+        if any(field not in content for field in PASSWORD_FIELDS):
+            return None
+        return Passwords(
+            admin=content["admin-password"],
+            replication=content["replication-password"],
+            sentinel=content["sentinel-password"],
+        )
+
+    # ------------------------------------------------------------------ status
+
+    def unit_facts(self) -> UnitFacts | None:
+        """This unit's persisted facts (None before the peer relation exists)."""
+        peers = self.model.get_relation(PEER)
+        if peers is None:
+            return None
+        return journal.load_unit(peers.data[self.unit].get(UNIT_JOURNAL_KEY))[0].current
+
+    def cluster_facts(self) -> ClusterFacts:
+        """The leader's persisted cluster facts (fresh ones when there are none)."""
+        peers = self.model.get_relation(PEER)
+        text = None if peers is None else peers.data[self.app].get(CLUSTER_JOURNAL_KEY)
+        return journal.load_cluster(text)[0].current
+
+    def _on_collect_unit_status(self, event: ops.CollectStatusEvent) -> None:
+        if self.charm_config() is None and self.config_error is not None:
+            event.add_status(ops.BlockedStatus(self.config_error))
+        facts = self.unit_facts()
+        if facts is None:
+            event.add_status(ops.WaitingStatus("waiting for the peer relation"))
+            return
+        event.add_status(unit_status(facts, self.cluster_facts()))
+
+    def _on_collect_app_status(self, event: ops.CollectStatusEvent) -> None:
+        if self.unit.is_leader():
+            event.add_status(app_status(self.cluster_facts()))
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def subject_of(event: ops.EventBase) -> str | None:
+    """The unit an event is about: the departed or joining peer."""
+    if isinstance(event, ops.RelationDepartedEvent) and event.departing_unit is not None:
+        return event.departing_unit.name
+    if isinstance(event, ops.RelationEvent) and event.unit is not None:
+        return event.unit.name
+    return None
+
+
+def is_unit_of(app: str, name: str) -> bool:
+    """``name`` is a unit name of application ``app``."""
+    prefix, _, number = name.partition("/")
+    return prefix == app and number.isdigit()
+
+
+def config_problem(error: ValidationError) -> str:
+    """One line naming the option and why, for a blocked status."""
+    first = error.errors()[0]
+    option = ".".join(str(part) for part in first["loc"]) or "config"
+    message = first["msg"].removeprefix("Value error, ")
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"invalid config: {option}: {message}{more}"
+
+
+def unit_status(facts: UnitFacts, cluster: ClusterFacts) -> ops.StatusBase:
+    """What this unit is doing, in words an operator can act on."""
+    following = facts.following
+    match facts.state:
+        case UnitState.WAITING_FOR_WORKLOAD:
+            return ops.WaitingStatus("waiting for Pebble in the redis and sentinel containers")
+        case UnitState.WAITING_FOR_PRIMARY:
+            return ops.WaitingStatus(f"fenced until a primary is known (cluster {cluster.state})")
+        case UnitState.STARTING_PRIMARY:
+            return ops.MaintenanceStatus("starting as primary")
+        case UnitState.PRIMARY:
+            if not facts.sentinel_up:
+                return ops.ActiveStatus("primary (this unit's sentinel is down)")
+            return ops.ActiveStatus("primary")
+        case UnitState.SYNCING:
+            link = "link up" if facts.master_link_up else "link down"
+            return ops.MaintenanceStatus(f"syncing from {following} ({link})")
+        case UnitState.REPLICA:
+            return ops.ActiveStatus(f"replica of {following}")
+        case UnitState.FENCED:
+            return ops.WaitingStatus("restarted empty: fenced until Sentinel promotes a replica")
+        case UnitState.HANDING_OVER:
+            return ops.MaintenanceStatus("handing over the primary role to a replica")
+        case UnitState.STOPPED:
+            return ops.MaintenanceStatus("stopped")
+    return ops.UnknownStatus()
+
+
+def app_status(cluster: ClusterFacts) -> ops.StatusBase:
+    """The cluster's state as the leader recorded it."""
+    n, primary = len(cluster.members), cluster.primary
+    note = f"; {cluster.note}" if cluster.note else ""
+    match cluster.state:
+        case ClusterState.FORMING:
+            return ops.WaitingStatus("forming: waiting for every unit to report")
+        case ClusterState.BOOTSTRAPPING:
+            return ops.MaintenanceStatus(f"bootstrapping {cluster.bootstrapped} as first primary")
+        case ClusterState.RECOVERING:
+            return ops.WaitingStatus("recovering: electing the most advanced unit as primary")
+        case ClusterState.NOT_HA:
+            return ops.ActiveStatus(
+                f"primary {primary}; not HA: {n} unit{'s' if n != 1 else ''},"
+                f" failover needs 3{note}"
+            )
+        case ClusterState.HA:
+            return ops.ActiveStatus(
+                f"primary {primary}; HA, sentinel quorum {cluster.quorum}/{n}{note}"
+            )
+        case ClusterState.NO_QUORUM:
+            return ops.BlockedStatus(
+                f"primary {primary}; fewer than {cluster.quorum} of {n} sentinels up:"
+                " failover impossible"
+            )
+        case ClusterState.SWITCHING_OVER:
+            return ops.MaintenanceStatus(
+                f"switching over from {primary} to {cluster.switchover_target}"
+            )
+        case ClusterState.RESETTING_SENTINELS:
+            return ops.MaintenanceStatus(
+                f"resetting sentinels after {', '.join(cluster.departed) or 'a unit'} left"
+            )
+    return ops.UnknownStatus()
 
 
 if __name__ == "__main__":  # pragma: nocover

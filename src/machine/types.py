@@ -227,6 +227,8 @@ class UnitInput(_Frozen):
     unit: UnitName
     observation: UnitObservation = UnitObservation()
     cluster: ClusterFacts = ClusterFacts()
+    peers: tuple[UnitName, ...] = ()
+    """The other units in the peer relation, as Juju shows them to this unit."""
 
 
 class ClusterInput(_Frozen):

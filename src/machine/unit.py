@@ -55,6 +55,16 @@ def _me(s: UnitStep) -> UnitName:
 
 
 def _others(s: UnitStep) -> int:
+    """Other units that may hold data or take over: the leader's members and this unit's peers.
+
+    Juju shows each unit its peers directly; the leader's record may lag or be
+    lost, and a primary must not believe it is alone because of that.
+    """
+    return len(({*s.input.cluster.members, *s.input.peers}) - {s.input.unit})
+
+
+def _other_members(s: UnitStep) -> int:
+    """Other members as the leader recorded them (whose sentinels a reset must see)."""
     return len([m for m in s.input.cluster.members if m != s.input.unit])
 
 
@@ -233,7 +243,7 @@ def sentinel_reset_verified(s: UnitStep) -> bool:
         c.reset_wave > 0
         and s.facts.reset_wave == c.reset_wave
         and not s.facts.reset_verified
-        and s.input.observation.sentinels_seen == _others(s)
+        and s.input.observation.sentinels_seen == _other_members(s)
     )
 
 

@@ -235,9 +235,12 @@ class World:
         self.hooks_run += 1
         before = self.unit_journal(name)
         cluster = self.cluster()
+        peers = tuple(m for m in self.members if m != name)
         unit_journal = run_unit(
             before,
-            lambda obs: UnitInput(event=event, unit=name, observation=obs, cluster=cluster),
+            lambda obs: UnitInput(
+                event=event, unit=name, observation=obs, cluster=cluster, peers=peers
+            ),
             lambda: self.observe(name),
             lambda effect: self.execute(name, effect),
         )

@@ -1,0 +1,474 @@
+"""One unit's workload: observe redis and sentinel, execute the machine's effects.
+
+``Workload`` is the only place where the charm touches Pebble, redis-server and
+redis-sentinel. The charm builds one per hook, asks it for an observation,
+hands it the effects the machines return, and asks it to reconcile the
+configuration. Every call to redis or sentinel has a short timeout
+(``workload.admin``) and an unreachable workload is *observed* as down, never
+raised into the hook: the machine decides what that means.
+
+Files (``/etc/redis-k8s`` and the sentinel directory are 0700, files 0600,
+owned by the ``redis`` user):
+
+- redis container: ``redis.conf`` (no password, ``include``s ``secrets.conf``),
+  the data directory on the ``data`` storage;
+- sentinel container: ``sentinel.conf`` on the ``data`` storage (sentinel rewrites
+  it and keeps what it learnt there, so it survives a pod restart), and the
+  ``client-reconfig-script`` that raises a Pebble notice on every switch.
+
+Redis runs in the role the machine gave it, written in ``redis.conf`` and set at
+run time with ``REPLICAOF``: a crash restart by Pebble (persistence on) comes
+back in its role with its data. With persistence off Pebble does not restart it
+(``workload.layers``): an empty restart would wipe the replicas (rule 8).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from collections.abc import Callable
+
+import ops
+
+from machine.types import (
+    HANDOVER_COMPLETED,
+    ConfigureRedis,
+    ConfigureSentinel,
+    Effect,
+    Fence,
+    HandOver,
+    ResetSentinel,
+    Role,
+    StopWorkload,
+    UnitObservation,
+)
+from workload import admin, layers
+from workload.addressing import Addressing
+from workload.config import (
+    FENCE_PRIMARY,
+    CharmConfig,
+    render_redis_conf,
+    render_redis_secrets,
+    render_sentinel_conf,
+    render_sentinel_secrets,
+    sentinel_file_text,
+)
+
+logger = logging.getLogger(__name__)
+
+REDIS_CONTAINER = "redis"
+SENTINEL_CONTAINER = "sentinel"
+REDIS_PORT = 6379
+SENTINEL_PORT = 26379
+SERVICE_USER = "redis"
+"""redis-server runs as this user; its files belong to it."""
+SENTINEL_USER: str | None = None
+"""redis-sentinel runs as root: the failover notice its script raises must be public.
+
+A custom notice recorded by a non-root user belongs to that user, and Juju turns
+only public (root's) notices into ``pebble-custom-notice`` events
+(canonical/operator#2639, open); as the ``redis`` user the failover would reach
+the charm only at the next update-status.
+"""
+CONFIG_DIR = "/etc/redis-k8s"
+REDIS_CONF = f"{CONFIG_DIR}/redis.conf"
+REDIS_SECRETS = f"{CONFIG_DIR}/secrets.conf"
+DATA_DIR = "/var/lib/redis/data"
+SENTINEL_DIR = "/var/lib/redis/sentinel"
+SENTINEL_CONF = f"{SENTINEL_DIR}/sentinel.conf"
+SWITCH_SCRIPT = f"{CONFIG_DIR}/notify-primary-switch"
+_GENERATION_NAME = re.compile(r"^(?P<app>[a-z][a-z0-9-]*)-g(?P<generation>[0-9]+)$")
+
+
+def master_name(app: str, generation: int) -> str:
+    """The name Sentinel monitors the primary under in ``generation``."""
+    return f"{app}-g{generation}"
+
+
+def generation_of(app: str, name: str) -> int | None:
+    """The generation of a monitored master name, or None if it is not one of ours."""
+    match = _GENERATION_NAME.match(name)
+    if match is None or match.group("app") != app:
+        return None
+    return int(match.group("generation"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Passwords:
+    """The internal passwords, from the application's Juju secret."""
+
+    admin: str
+    replication: str
+    sentinel: str
+
+    def __repr__(self) -> str:
+        """Never show a password (in a log line or a traceback)."""
+        return "Passwords(<redacted>)"
+
+
+class Workload:
+    """The redis and sentinel containers of this unit."""
+
+    def __init__(
+        self,
+        unit: ops.Unit,
+        addressing: Addressing,
+        config: CharmConfig | None,
+        passwords: Passwords | None,
+        *,
+        redis_admin: Callable[..., admin.RedisAdmin] | None = None,
+        sentinel_admin: Callable[..., admin.SentinelAdmin] | None = None,
+    ) -> None:
+        """``config`` is None when the operator's config is invalid: nothing is re-rendered."""
+        self.unit = unit
+        self.me = unit.name
+        self.addressing = addressing
+        self.config = config
+        self.passwords = passwords
+        self.redis = unit.get_container(REDIS_CONTAINER)
+        self.sentinel = unit.get_container(SENTINEL_CONTAINER)
+        self._redis_admin = redis_admin or admin.RedisAdmin
+        self._sentinel_admin = sentinel_admin or admin.SentinelAdmin
+        self.handover: str | None = None
+        self.problems: list[str] = []
+        """What could not be done in this hook, for the status and the log."""
+
+    # ------------------------------------------------------------ clients
+
+    def redis_client(self, host: str | None = None) -> admin.RedisAdmin:
+        """An admin client of this unit's redis (or of the redis at ``host``)."""
+        password = self.passwords.admin if self.passwords else None
+        return self._redis_admin(host or self.addressing.own_host, REDIS_PORT, password)
+
+    def sentinel_client(self) -> admin.SentinelAdmin:
+        """An admin client of this unit's sentinel."""
+        password = self.passwords.sentinel if self.passwords else None
+        return self._sentinel_admin(self.addressing.own_host, SENTINEL_PORT, password)
+
+    # ------------------------------------------------------------ observe
+
+    def observe(self) -> UnitObservation:
+        """What redis and sentinel say now. Anything unreachable is observed as down."""
+        ready = self.redis.can_connect() and self.sentinel.can_connect()
+        if not ready:
+            return UnitObservation(handover=self._take_handover())
+        defined = layers.REDIS_SERVICE in self.redis.get_plan().services
+        fields: dict[str, object] = {"containers_ready": True, "redis_service_defined": defined}
+        if defined and self.passwords is not None:
+            fields |= self._observe_redis()
+        if self.passwords is not None and self.sentinel.exists(SENTINEL_CONF):
+            fields |= self._observe_sentinel()
+        fields["handover"] = self._take_handover()
+        return UnitObservation.model_validate(fields)
+
+    def _take_handover(self) -> str | None:
+        outcome, self.handover = self.handover, None
+        return outcome
+
+    def _observe_redis(self) -> dict[str, object]:
+        try:
+            with self.redis_client() as client:
+                replication = client.replication()
+                keys = client.keys()
+        except admin.WorkloadUnreachable as error:
+            logger.info("redis does not answer: %s", error)
+            return {"redis_up": False}
+        role = Role(replication.role) if replication.role in ("master", "slave") else Role.UNKNOWN
+        return {
+            "redis_up": True,
+            "role": role,
+            "master_repl_offset": max(replication.master_repl_offset, 0),
+            "keys": keys,
+            "master_host": self.addressing.unit_of(replication.master_host),
+            "master_link_up": replication.master_link_up,
+            "sync_in_progress": replication.sync_in_progress,
+        }
+
+    def _observe_sentinel(self) -> dict[str, object]:
+        app = self.addressing.app
+        try:
+            with self.sentinel_client() as client:
+                monitored = client.monitored()
+        except admin.WorkloadUnreachable as error:
+            logger.info("sentinel does not answer: %s", error)
+            return {"sentinel_up": False}
+        ours = {generation_of(app, name): m for name, m in monitored.items()}
+        ours.pop(None, None)
+        if not ours:
+            return {"sentinel_up": True}
+        generation = max(g for g in ours if g is not None)
+        newest = ours[generation]
+        return {
+            "sentinel_up": True,
+            "sentinel_primary": self.addressing.unit_of(newest.host),
+            "sentinel_epoch": newest.config_epoch,
+            "sentinel_generation": generation,
+            "sentinels_seen": newest.other_sentinels,
+        }
+
+    # ------------------------------------------------------------ execute
+
+    def execute(self, effect: Effect) -> None:
+        """Carry out one effect of the unit machine; failures are recorded, not raised."""
+        try:
+            match effect:
+                case ConfigureRedis(replica_of=primary):
+                    self._run_redis(primary=primary, fenced=False)
+                case Fence():
+                    self._run_redis(primary=None, fenced=True)
+                case ConfigureSentinel():
+                    self._run_sentinel(effect)
+                case HandOver(target=target):
+                    self.handover = self._hand_over(target)
+                case ResetSentinel():
+                    self._reset_sentinel()
+                case StopWorkload():
+                    self._stop()
+                case _:
+                    pass  # cluster effects are the charm's (relation data, action results)
+        except (admin.WorkloadUnreachable, ops.pebble.ConnectionError) as error:
+            self.problems.append(f"{type(effect).__name__}: {error}")
+            logger.warning("could not %s: %s", type(effect).__name__, error)
+
+    def _run_redis(self, *, primary: str | None, fenced: bool) -> None:
+        """Run redis in the given role: files, layer, then ``REPLICAOF`` if it already runs."""
+        replica_of = None if primary is None else (self.addressing.host_of(primary), REDIS_PORT)
+        if primary == self.me:
+            replica_of = None
+        if not self._write_redis_files(replica_of=replica_of, fenced=fenced):
+            return
+        self.redis.add_layer(REDIS_CONTAINER, self._redis_layer(), combine=True)
+        running = self.redis.get_services(layers.REDIS_SERVICE)
+        if not running or not running[layers.REDIS_SERVICE].is_running():
+            self.redis.replan()
+            return
+        target = FENCE_PRIMARY if fenced else replica_of
+        with self.redis_client() as client:
+            if target is None:
+                client.become_primary()
+            else:
+                client.replicate_from(*target)
+
+    def _redis_layer(self) -> ops.pebble.LayerDict:
+        persistence = self.config.persistence if self.config else "aof"
+        return layers.redis_layer(
+            config_path=REDIS_CONF,
+            restart_on_failure=persistence != "none",
+            user=SERVICE_USER,
+            group=SERVICE_USER,
+        )
+
+    def _write_redis_files(self, *, replica_of: tuple[str, int] | None, fenced: bool) -> bool:
+        """Write redis.conf and its secrets; False when they cannot be rendered now."""
+        if self.passwords is None:
+            self.problems.append("waiting for the internal passwords (the leader's secret)")
+            return False
+        if self.config is None:
+            # Invalid config: keep the files as they are (role changes at run time).
+            return self.redis.exists(REDIS_CONF)
+        conf = render_redis_conf(
+            self.config,
+            hostname=self.addressing.host_of(self.me),
+            data_dir=DATA_DIR,
+            secrets_path=REDIS_SECRETS,
+            port=REDIS_PORT,
+            replica_of=replica_of,
+            fenced=fenced,
+        )
+        secrets = render_redis_secrets(self.passwords.admin, self.passwords.replication)
+        for directory in (CONFIG_DIR, DATA_DIR):
+            self._private_dir(self.redis, directory)
+        self._push_if_changed(self.redis, REDIS_SECRETS, secrets)
+        self._push_if_changed(self.redis, REDIS_CONF, conf)
+        return True
+
+    def _run_sentinel(self, effect: ConfigureSentinel) -> None:
+        """Monitor ``effect.primary`` under the generation's name.
+
+        A new generation (or no sentinel file yet) writes a fresh sentinel.conf and
+        (re)starts sentinel: it forgets what older generations knew. In the same
+        generation sentinel keeps what it knows (it is the truth): only the
+        quorum is set, at run time.
+        """
+        name = master_name(self.addressing.app, effect.generation)
+        running = self.sentinel.get_services(layers.SENTINEL_SERVICE)
+        is_running = bool(running) and running[layers.SENTINEL_SERVICE].is_running()
+        if is_running:
+            with self.sentinel_client() as client:
+                monitored = client.monitored()
+                if name in monitored:
+                    if monitored[name].quorum != effect.quorum:
+                        client.set(name, {"quorum": str(effect.quorum)})
+                    return
+        layer = layers.sentinel_layer(
+            config_path=SENTINEL_CONF, user=SENTINEL_USER, group=SENTINEL_USER
+        )
+        if not is_running and self._sentinel_file_monitors(name):
+            # A restarted pod: sentinel's own file still knows this generation.
+            self.sentinel.add_layer(SENTINEL_CONTAINER, layer, combine=True)
+            self.sentinel.replan()
+            return
+        if self.passwords is None or self.config is None:
+            self.problems.append("sentinel cannot be configured without a valid config")
+            return
+        self._private_dir(self.sentinel, SENTINEL_DIR, SENTINEL_USER)
+        self._private_dir(self.sentinel, CONFIG_DIR, SENTINEL_USER)
+        self.sentinel.push(
+            SWITCH_SCRIPT,
+            layers.primary_switch_script(),
+            permissions=0o755,
+            user=SENTINEL_USER,
+            group=SENTINEL_USER,
+        )
+        conf = render_sentinel_conf(
+            self.config,
+            hostname=self.addressing.host_of(self.me),
+            data_dir=SENTINEL_DIR,
+            primary_host=self.addressing.host_of(effect.primary),
+            primary_port=REDIS_PORT,
+            quorum=effect.quorum,
+            port=SENTINEL_PORT,
+            master_name=name,
+            client_reconfig_script=SWITCH_SCRIPT,
+        )
+        secrets = render_sentinel_secrets(
+            redis_password=self.passwords.admin,
+            sentinel_password=self.passwords.sentinel,
+            master_name=name,
+        )
+        self.sentinel.push(
+            SENTINEL_CONF,
+            sentinel_file_text(conf, secrets),
+            permissions=0o600,
+            user=SENTINEL_USER,
+            group=SENTINEL_USER,
+        )
+        self.sentinel.add_layer(SENTINEL_CONTAINER, layer, combine=True)
+        if is_running:
+            self.sentinel.restart(layers.SENTINEL_SERVICE)
+        else:
+            self.sentinel.replan()
+
+    def _sentinel_file_monitors(self, name: str) -> bool:
+        if not self.sentinel.exists(SENTINEL_CONF):
+            return False
+        text = self.sentinel.pull(SENTINEL_CONF).read()
+        return any(line.startswith(f"sentinel monitor {name} ") for line in text.splitlines())
+
+    def _hand_over(self, target: str | None) -> str:
+        """Planned switchover from this primary (``workload.admin.planned_switchover``)."""
+        app = self.addressing.app
+        with self.redis_client() as primary, self.sentinel_client() as sentinel:
+            names = [n for n in sentinel.monitored() if generation_of(app, n) is not None]
+            if not names:
+                return "this unit's sentinel monitors no primary"
+            name = max(names, key=lambda n: generation_of(app, n) or 0)
+            replicas = {
+                link.host: self.redis_client(link.host) for link in primary.replication().replicas
+            }
+            try:
+                outcome = admin.planned_switchover(
+                    primary,
+                    sentinel,
+                    name,
+                    replicas,
+                    None if target is None else self.addressing.host_of(target),
+                )
+            finally:
+                for client in replicas.values():
+                    client.close()
+        logger.info("switchover from %s: %s", self.me, outcome)
+        return outcome if outcome == HANDOVER_COMPLETED else outcome[:120]
+
+    def _reset_sentinel(self) -> None:
+        with self.sentinel_client() as client:
+            names = [n for n in client.monitored() if generation_of(self.addressing.app, n)]
+            for name in names:
+                client.reset(name)
+
+    def _stop(self) -> None:
+        for container, service in (
+            (self.sentinel, layers.SENTINEL_SERVICE),
+            (self.redis, layers.REDIS_SERVICE),
+        ):
+            if container.can_connect() and container.get_services(service):
+                container.stop(service)
+
+    # ----------------------------------------------------------- reconcile
+
+    def reconcile_config(self) -> None:
+        """Apply a changed config with the least disruption: ``CONFIG SET`` / ``SENTINEL SET``.
+
+        redis.conf is re-rendered in the role redis has now, so that a restart
+        keeps it; nothing is restarted.
+        """
+        if self.config is None or self.passwords is None:
+            return
+        try:
+            self._reconcile_redis(self.config)
+            self._reconcile_sentinel(self.config)
+        except (admin.WorkloadUnreachable, ops.pebble.ConnectionError) as error:
+            self.problems.append(f"config not applied yet: {error}")
+
+    def _reconcile_redis(self, config: CharmConfig) -> None:
+        if not (self.redis.can_connect() and self.redis.exists(REDIS_CONF)):
+            return
+        live = {
+            "min-replicas-to-write": str(config.min_replicas_to_write),
+            "min-replicas-max-lag": str(config.min_replicas_max_lag_s),
+            "maxmemory": str(config.maxmemory_bytes),
+            "maxmemory-policy": config.maxmemory_policy,
+            "appendonly": "yes" if config.persistence in ("aof", "aof+rdb") else "no",
+        }
+        with self.redis_client() as client:
+            replication = client.replication()
+            current = client.config_get(list(live))
+            changed = {k: v for k, v in live.items() if current.get(k) != v}
+            if changed:
+                client.config_set(changed)
+                logger.info("applied %s at run time", ", ".join(sorted(changed)))
+        fenced = replication.role == "slave" and replication.master_host == FENCE_PRIMARY[0]
+        replica_of = None
+        if replication.role == "slave" and not fenced and replication.master_host:
+            replica_of = (replication.master_host, replication.master_port or REDIS_PORT)
+        self._write_redis_files(replica_of=replica_of, fenced=fenced)
+        # A new restart policy applies at the next start; replan would restart redis now.
+        self.redis.add_layer(REDIS_CONTAINER, self._redis_layer(), combine=True)
+
+    def _reconcile_sentinel(self, config: CharmConfig) -> None:
+        running = self.sentinel.can_connect() and self.sentinel.get_services(
+            layers.SENTINEL_SERVICE
+        )
+        if not running:
+            return
+        with self.sentinel_client() as client:
+            for name, primary in client.monitored().items():
+                if generation_of(self.addressing.app, name) is None:
+                    continue
+                wanted = {
+                    "down-after-milliseconds": (
+                        primary.down_after_ms,
+                        config.sentinel_down_after_ms,
+                    ),
+                    "failover-timeout": (
+                        primary.failover_timeout_ms,
+                        config.sentinel_failover_timeout_ms,
+                    ),
+                }
+                changed = {k: str(new) for k, (old, new) in wanted.items() if old != new}
+                if changed:
+                    client.set(name, changed)
+
+    # ------------------------------------------------------------- helpers
+
+    @staticmethod
+    def _private_dir(container: ops.Container, path: str, user: str | None = SERVICE_USER):
+        if not container.exists(path):
+            container.make_dir(path, make_parents=True, permissions=0o700, user=user, group=user)
+
+    @staticmethod
+    def _push_if_changed(container: ops.Container, path: str, text: str) -> None:
+        if container.exists(path) and container.pull(path).read() == text:
+            return
+        container.push(path, text, permissions=0o600, user=SERVICE_USER, group=SERVICE_USER)

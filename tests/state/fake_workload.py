@@ -1,0 +1,180 @@
+"""A fake redis and sentinel behind ``workload.admin``, for the ops.testing charm tests.
+
+The charm's own tests in ``tests/state`` run without processes: ops.testing
+stands in for Juju and Pebble, and these fakes stand in for redis-server and
+redis-sentinel at the admin-client boundary. ``FakeNetwork.boot`` plays what the
+real processes do when Pebble starts them: they load the files the charm pushed
+(redis' role from ``replicaof``, sentinel's monitor). The real processes are
+exercised in ``tests/integration``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+from workload import admin
+from workload.config import FENCE_PRIMARY
+from workload.workload import REDIS_CONF, SENTINEL_CONF
+
+
+@dataclasses.dataclass
+class FakeRedis:
+    role: str = "slave"
+    master_host: str | None = FENCE_PRIMARY[0]
+    master_port: int | None = FENCE_PRIMARY[1]
+    link_up: bool = False
+    offset: int = 0
+    keys: int = 0
+    config: dict[str, str] = dataclasses.field(default_factory=dict)
+    replicas: tuple[admin.ReplicaLink, ...] = ()
+
+
+@dataclasses.dataclass
+class FakeSentinel:
+    monitored: dict[str, admin.MonitoredPrimary] = dataclasses.field(default_factory=dict)
+    resets: list[str] = dataclasses.field(default_factory=list)
+
+
+class FakeNetwork:
+    """Redis and sentinel servers by host, and every password a client presented."""
+
+    def __init__(self) -> None:
+        self.redis: dict[str, FakeRedis] = {}
+        self.sentinels: dict[str, FakeSentinel] = {}
+        self.passwords_seen: list[str | None] = []
+        self.commands: list[tuple[str, ...]] = []
+
+    def redis_admin(self, host: str, port: int = 6379, password: str | None = None, **_):
+        self.passwords_seen.append(password)
+        return FakeRedisAdmin(self, host)
+
+    def sentinel_admin(self, host: str, port: int = 26379, password: str | None = None, **_):
+        self.passwords_seen.append(password)
+        return FakeSentinelAdmin(self, host)
+
+    def boot(self, host: str, redis_root: Path | None, sentinel_root: Path | None) -> None:
+        """Start the servers from the files the charm pushed, as Pebble's replan would."""
+        if redis_root is not None and (redis_root / REDIS_CONF.lstrip("/")).exists():
+            text = (redis_root / REDIS_CONF.lstrip("/")).read_text()
+            server = self.redis.setdefault(host, FakeRedis())
+            match = re.search(r"^replicaof (\S+) (\d+)$", text, re.MULTILINE)
+            if match is None:
+                server.role, server.master_host, server.master_port = "master", None, None
+            else:
+                server.role, server.master_host = "slave", match.group(1)
+                server.master_port = int(match.group(2))
+        if sentinel_root is not None and (sentinel_root / SENTINEL_CONF.lstrip("/")).exists():
+            text = (sentinel_root / SENTINEL_CONF.lstrip("/")).read_text()
+            sentinel = self.sentinels.setdefault(host, FakeSentinel())
+            for name, primary, port, quorum in re.findall(
+                r"^sentinel monitor (\S+) (\S+) (\d+) (\d+)$", text, re.MULTILINE
+            ):
+                sentinel.monitored.setdefault(
+                    name, monitored(name, primary, port=int(port), quorum=int(quorum))
+                )
+
+
+def monitored(
+    name: str, host: str, *, port: int = 6379, epoch: int = 0, quorum: int = 1, others: int = 0
+) -> admin.MonitoredPrimary:
+    return admin.MonitoredPrimary(
+        name=name,
+        host=host,
+        port=port,
+        config_epoch=epoch,
+        quorum=quorum,
+        other_sentinels=others,
+        replicas=0,
+        flags=frozenset({"master"}),
+        down_after_ms=3000,
+        failover_timeout_ms=30000,
+    )
+
+
+class _FakeClient:
+    def __init__(self, net: FakeNetwork, host: str) -> None:
+        self.net, self.host = net, host
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        pass
+
+
+class FakeRedisAdmin(_FakeClient):
+    def _server(self) -> FakeRedis:
+        server = self.net.redis.get(self.host)
+        if server is None:
+            raise admin.WorkloadUnreachable(f"redis at {self.host}: connection refused")
+        return server
+
+    def ping(self) -> bool:
+        return self.host in self.net.redis
+
+    def replication(self) -> admin.Replication:
+        s = self._server()
+        return admin.Replication(
+            role=s.role,  # type: ignore[arg-type]
+            master_repl_offset=s.offset,
+            master_host=s.master_host,
+            master_port=s.master_port,
+            master_link_up=s.link_up,
+            replicas=s.replicas,
+        )
+
+    def keys(self) -> int:
+        return self._server().keys
+
+    def replicate_from(self, host: str, port: int) -> None:
+        s = self._server()
+        self.net.commands.append((self.host, "REPLICAOF", host, str(port)))
+        s.role, s.master_host, s.master_port, s.link_up = "slave", host, port, False
+
+    def become_primary(self) -> None:
+        s = self._server()
+        self.net.commands.append((self.host, "REPLICAOF", "NO", "ONE"))
+        s.role, s.master_host, s.master_port, s.link_up = "master", None, None, False
+
+    def config_get(self, names: list[str]) -> dict[str, str]:
+        server = self._server()
+        return {name: server.config[name] for name in names if name in server.config}
+
+    def config_set(self, options: dict[str, str]) -> None:
+        self.net.commands.append((self.host, "CONFIG SET", *sorted(options)))
+        self._server().config.update(options)
+
+
+class FakeSentinelAdmin(_FakeClient):
+    def _server(self) -> FakeSentinel:
+        server = self.net.sentinels.get(self.host)
+        if server is None:
+            raise admin.WorkloadUnreachable(f"sentinel at {self.host}: connection refused")
+        return server
+
+    def ping(self) -> bool:
+        return self.host in self.net.sentinels
+
+    def monitored(self) -> dict[str, admin.MonitoredPrimary]:
+        return dict(self._server().monitored)
+
+    def set(self, name: str, options: dict[str, str]) -> None:
+        self.net.commands.append((self.host, "SENTINEL SET", name, *sorted(options)))
+        current = self._server().monitored[name]
+        changes: dict[str, object] = {}
+        if "quorum" in options:
+            changes["quorum"] = int(options["quorum"])
+        if "down-after-milliseconds" in options:
+            changes["down_after_ms"] = int(options["down-after-milliseconds"])
+        if "failover-timeout" in options:
+            changes["failover_timeout_ms"] = int(options["failover-timeout"])
+        self._server().monitored[name] = dataclasses.replace(current, **changes)  # type: ignore[arg-type]
+
+    def reset(self, pattern: str) -> int:
+        self._server().resets.append(pattern)
+        return 1
