@@ -112,7 +112,8 @@ class RedisK8sCharm(ops.CharmBase):
             return  # install, before the peer relation exists: nothing can be persisted
         config = self.charm_config()
         passwords = self.passwords(peers)
-        workload = Workload(self.unit, Addressing(self.app.name), config, passwords)
+        addressing = Addressing(self.app.name, own_host=self.bind_address())
+        workload = Workload(self.unit, addressing, config, passwords)
         unit_journal = self.load(journal.load_unit, peers.data[self.unit].get(UNIT_JOURNAL_KEY))
         cluster_journal = self.load(
             journal.load_cluster, peers.data[self.app].get(CLUSTER_JOURNAL_KEY)
@@ -163,6 +164,16 @@ class RedisK8sCharm(ops.CharmBase):
                 peers.data[owner][key] = text
         except ops.ModelError as error:  # the relation is going away (remove, broken)
             logger.info("peer data not written: %s", error)
+
+    def bind_address(self) -> str:
+        """The pod's address, as Juju's network-get gives it: redis and sentinel listen there."""
+        try:
+            binding = self.model.get_binding(PEER)
+            address = binding.network.bind_address if binding is not None else None
+        except ops.ModelError as error:
+            logger.warning("network-get failed, listening on loopback: %s", error)
+            address = None
+        return str(address) if address is not None else "127.0.0.1"
 
     # ------------------------------------------------------------- the action
 
@@ -284,6 +295,11 @@ def config_problem(error: ValidationError) -> str:
 def unit_status(facts: UnitFacts, cluster: ClusterFacts) -> ops.StatusBase:
     """What this unit is doing, in words an operator can act on."""
     following = facts.following
+    moving = facts.sentinel_primary is not None and facts.sentinel_primary != following
+    if facts.state in (UnitState.PRIMARY, UnitState.SYNCING, UnitState.REPLICA) and moving:
+        return ops.MaintenanceStatus(
+            f"failover in progress: Sentinel names {facts.sentinel_primary}, following {following}"
+        )
     match facts.state:
         case UnitState.WAITING_FOR_WORKLOAD:
             return ops.WaitingStatus("waiting for Pebble in the redis and sentinel containers")

@@ -9,9 +9,11 @@ announces it (``replica-announce-ip``), Sentinel announces and resolves it
 ``SENTINEL MASTERS`` report it back: ``unit_of`` turns it into the unit name the
 machine speaks.
 
-A unit talks to its own redis and sentinel over the pod's loopback (the charm
-container shares the pod's network), which works before the pod is ready and
-DNS publishes it.
+redis and sentinel listen on the pod's address as Juju's ``network-get`` gives
+it (``own_host``), and a unit talks to its own redis and sentinel there (the
+charm container shares the pod's network), which works before the pod is ready
+and DNS publishes it. On Kubernetes that is the pod IP; on the local cluster,
+the unit's own loopback address.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ class Addressing:
 
     app: str
     own_host: str = "127.0.0.1"
-    """Where this unit reaches its own redis and sentinel."""
+    """The address this unit's redis and sentinel listen on and are reached at."""
 
     def host_of(self, unit: str) -> str:
         """The stable host name of a unit: redis-k8s/0 is redis-k8s-0.redis-k8s-endpoints."""

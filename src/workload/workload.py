@@ -254,6 +254,7 @@ class Workload:
         persistence = self.config.persistence if self.config else "aof"
         return layers.redis_layer(
             config_path=REDIS_CONF,
+            host=self.addressing.own_host,
             restart_on_failure=persistence != "none",
             user=SERVICE_USER,
             group=SERVICE_USER,
@@ -269,6 +270,7 @@ class Workload:
             return self.redis.exists(REDIS_CONF)
         conf = render_redis_conf(
             self.config,
+            bind=self.addressing.own_host,
             hostname=self.addressing.host_of(self.me),
             data_dir=DATA_DIR,
             secrets_path=REDIS_SECRETS,
@@ -302,16 +304,24 @@ class Workload:
                         client.set(name, {"quorum": str(effect.quorum)})
                     return
         layer = layers.sentinel_layer(
-            config_path=SENTINEL_CONF, user=SENTINEL_USER, group=SENTINEL_USER
+            config_path=SENTINEL_CONF,
+            host=self.addressing.own_host,
+            user=SENTINEL_USER,
+            group=SENTINEL_USER,
         )
         if not is_running and self._sentinel_file_monitors(name):
             # A restarted pod: sentinel's own file still knows this generation.
+            # Only its address may have changed (a new pod IP).
+            self._rebind_sentinel_file()
             self.sentinel.add_layer(SENTINEL_CONTAINER, layer, combine=True)
             self.sentinel.replan()
             return
         if self.passwords is None or self.config is None:
             self.problems.append("sentinel cannot be configured without a valid config")
             return
+        if is_running:
+            # Stopped first: a running sentinel may rewrite the file over the new one.
+            self.sentinel.stop(layers.SENTINEL_SERVICE)
         self._private_dir(self.sentinel, SENTINEL_DIR, SENTINEL_USER)
         self._private_dir(self.sentinel, CONFIG_DIR, SENTINEL_USER)
         self.sentinel.push(
@@ -323,6 +333,7 @@ class Workload:
         )
         conf = render_sentinel_conf(
             self.config,
+            bind=self.addressing.own_host,
             hostname=self.addressing.host_of(self.me),
             data_dir=SENTINEL_DIR,
             primary_host=self.addressing.host_of(effect.primary),
@@ -345,16 +356,28 @@ class Workload:
             group=SENTINEL_USER,
         )
         self.sentinel.add_layer(SENTINEL_CONTAINER, layer, combine=True)
-        if is_running:
-            self.sentinel.restart(layers.SENTINEL_SERVICE)
-        else:
-            self.sentinel.replan()
+        self.sentinel.replan()  # starts it (stopped above, or never started)
 
     def _sentinel_file_monitors(self, name: str) -> bool:
         if not self.sentinel.exists(SENTINEL_CONF):
             return False
         text = self.sentinel.pull(SENTINEL_CONF).read()
         return any(line.startswith(f"sentinel monitor {name} ") for line in text.splitlines())
+
+    def _rebind_sentinel_file(self) -> None:
+        """Make sentinel's own file bind this pod's current address (nothing else changes)."""
+        text = self.sentinel.pull(SENTINEL_CONF).read()
+        lines = text.splitlines(keepends=True)
+        wanted = f"bind {self.addressing.own_host}\n"
+        rebound = [wanted if line.startswith("bind ") else line for line in lines]
+        if rebound != lines:
+            self.sentinel.push(
+                SENTINEL_CONF,
+                "".join(rebound),
+                permissions=0o600,
+                user=SENTINEL_USER,
+                group=SENTINEL_USER,
+            )
 
     def _hand_over(self, target: str | None) -> str:
         """Planned switchover from this primary (``workload.admin.planned_switchover``)."""

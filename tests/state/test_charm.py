@@ -23,9 +23,11 @@ from charm import (
     SECRET_ID_KEY,
     UNIT_JOURNAL_KEY,
     RedisK8sCharm,
+    app_status,
+    unit_status,
 )
 from machine import journal
-from machine.types import ClusterState, UnitState
+from machine.types import ClusterFacts, ClusterState, UnitFacts, UnitState
 from tests.state.fake_workload import FakeNetwork, FakeSentinel, monitored
 from workload import admin, layers
 from workload.workload import (
@@ -39,7 +41,7 @@ from workload.workload import (
 
 APP = "redis-k8s"
 ME = f"{APP}/0"
-OWN = "127.0.0.1"
+OWN = "192.0.2.0"  # ops.testing's network-get address for the unit
 DOCS = Path(__file__).parents[2] / "docs" / "events.md"
 
 
@@ -150,11 +152,13 @@ def test_first_hook_starts_redis_fenced_with_private_files_and_a_secret(
     assert "replicaof 127.255.255.254 1" in conf  # fenced: takes no writes, serves no sync
     assert f'include "{REDIS_SECRETS}"' in conf
     assert "replica-announce-ip redis-k8s-0.redis-k8s-endpoints" in conf
+    assert f"bind {OWN}\n" in conf  # the pod's address from network-get
     for path, mode in ((CONFIG_DIR, 0o700), (REDIS_CONF, 0o600), (REDIS_SECRETS, 0o600)):
         assert stat.S_IMODE((redis_root / path.lstrip("/")).stat().st_mode) == mode, path
     plan = state.get_container("redis").plan
     assert layers.REDIS_SERVICE in plan.services
     assert layers.REDIS_CHECK in plan.checks
+    assert f"-h {OWN} -p 6379 PING" in plan.checks[layers.REDIS_CHECK].exec["command"]
     assert plan.services[layers.REDIS_SERVICE].on_failure == "restart"  # aof by default
 
     app_data = peers_of(state).local_app_data
@@ -337,3 +341,62 @@ def test_before_the_peer_relation_exists_nothing_is_started(ctx, net, tmp_path) 
     state = ctx.run(ctx.on.install(), testing.State(containers=set(containers(tmp_path))))
     assert state.unit_status == ops.WaitingStatus("waiting for the peer relation")
     assert not state.get_container("redis").layers
+
+
+# ---------------------------------------------------------------- teardown
+
+
+def test_a_primary_with_peers_tries_to_hand_over_before_it_stops(ctx, net, tmp_path) -> None:
+    state = lone_primary(ctx, net, tmp_path)
+    peers = peers_of(state)
+    joined = dataclasses.replace(peers, peers_data={1: {}})
+    state = dataclasses.replace(state, relations={joined})
+
+    state = ctx.run(ctx.on.stop(), state)
+
+    facts = unit_facts(state)
+    assert facts.state is UnitState.STOPPED
+    assert facts.handover == "no connected replica to hand over to"  # recorded, not ignored
+    for name, service in (("redis", layers.REDIS_SERVICE), ("sentinel", layers.SENTINEL_SERVICE)):
+        assert (
+            state.get_container(name).service_statuses[service]
+            == ops.pebble.ServiceStatus.INACTIVE
+        )
+
+
+# ------------------------------------------------------------------ status
+
+
+def test_status_says_a_failover_is_in_progress_while_sentinel_and_the_unit_disagree() -> None:
+    facts = UnitFacts(
+        state=UnitState.REPLICA, following="redis-k8s/0", sentinel_primary="redis-k8s/2"
+    )
+    assert unit_status(facts, ClusterFacts()) == ops.MaintenanceStatus(
+        "failover in progress: Sentinel names redis-k8s/2, following redis-k8s/0"
+    )
+
+
+@pytest.mark.parametrize(
+    ("cluster", "expected"),
+    [
+        (
+            ClusterFacts(state=ClusterState.HA, primary="redis-k8s/0", quorum=2,
+                         members=("redis-k8s/0", "redis-k8s/1", "redis-k8s/2")),
+            ops.ActiveStatus("primary redis-k8s/0; HA, sentinel quorum 2/3"),
+        ),
+        (
+            ClusterFacts(state=ClusterState.NOT_HA, primary="redis-k8s/0",
+                         members=("redis-k8s/0", "redis-k8s/1")),
+            ops.ActiveStatus("primary redis-k8s/0; not HA: 2 units, failover needs 3"),
+        ),
+        (
+            ClusterFacts(state=ClusterState.NO_QUORUM, primary="redis-k8s/0", quorum=2,
+                         members=("redis-k8s/0", "redis-k8s/1", "redis-k8s/2")),
+            ops.BlockedStatus(
+                "primary redis-k8s/0; fewer than 2 of 3 sentinels up: failover impossible"
+            ),
+        ),
+    ],
+)  # fmt: skip
+def test_the_application_status_says_whether_failover_is_possible(cluster, expected) -> None:
+    assert app_status(cluster) == expected
