@@ -283,9 +283,15 @@ class HandOver:
 
 @dataclasses.dataclass(frozen=True)
 class ResetSentinel:
-    """``SENTINEL RESET`` this unit's sentinel for reset wave ``wave`` and check whom it sees."""
+    """``SENTINEL RESET`` this unit's sentinel for reset wave ``wave`` and check whom it sees.
+
+    ``sentinels`` is how many other sentinels it should find again (the other
+    members'): the workload gives it a few seconds to, so that the same hook can
+    see the reset verified (nothing else would raise an event when it is).
+    """
 
     wave: int
+    sentinels: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -425,7 +425,7 @@ def reset_sentinel(s: UnitStep) -> None:
     """Reset this unit's sentinel for the current wave."""
     wave = s.input.cluster.reset_wave
     s.update(reset_wave=wave, reset_verified=False)
-    s.emit(ResetSentinel(wave=wave))
+    s.emit(ResetSentinel(wave=wave, sentinels=_other_members(s)))
 
 
 def mark_reset_verified(s: UnitStep) -> None:

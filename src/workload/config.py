@@ -177,6 +177,9 @@ def render_redis_conf(
         f"replica-announce-ip {_checked_name(hostname)}",
         f"replica-announce-port {port}",
         "replica-read-only yes",
+        # A full sync starts at once (default: 5 s later, to batch replicas that
+        # ask together); Sentinel resyncs replicas one at a time anyway.
+        "repl-diskless-sync-delay 0",
         *_persistence_lines(config.persistence),
         f"min-replicas-to-write {config.min_replicas_to_write}",
         f"min-replicas-max-lag {config.min_replicas_max_lag_s}",

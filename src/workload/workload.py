@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import time
 from collections.abc import Callable
 
 import ops
@@ -78,6 +79,10 @@ DATA_DIR = "/var/lib/redis/data"
 SENTINEL_DIR = "/var/lib/redis/sentinel"
 SENTINEL_CONF = f"{SENTINEL_DIR}/sentinel.conf"
 SWITCH_SCRIPT = f"{CONFIG_DIR}/notify-primary-switch"
+SYNC_WAIT_S = 3.0
+"""How long a hook waits for a replica it just configured to finish its sync."""
+RESET_WAIT_S = 5.0
+"""How long a hook waits for a reset sentinel to hear the others (about 2 s measured)."""
 _GENERATION_NAME = re.compile(r"^(?P<app>[a-z][a-z0-9-]*)-g(?P<generation>[0-9]+)$")
 
 
@@ -170,6 +175,9 @@ class Workload:
         try:
             with self.redis_client() as client:
                 replication = client.replication()
+                if replication.sync_in_progress:
+                    self._await_link(client)  # report the sync's end, not its middle
+                    replication = client.replication()
                 keys = client.keys()
         except admin.WorkloadUnreachable as error:
             logger.info("redis does not answer: %s", error)
@@ -221,8 +229,8 @@ class Workload:
                     self._run_sentinel(effect)
                 case HandOver(target=target):
                     self.handover = self._hand_over(target)
-                case ResetSentinel():
-                    self._reset_sentinel()
+                case ResetSentinel(sentinels=sentinels):
+                    self._reset_sentinel(sentinels)
                 case StopWorkload():
                     self._stop()
                 case _:
@@ -249,6 +257,21 @@ class Workload:
                 client.become_primary()
             else:
                 client.replicate_from(*target)
+                if not fenced:
+                    self._await_link(client)
+
+    def _await_link(self, client: admin.RedisAdmin) -> None:
+        """Give a new replica a moment to sync, so this hook can already report it synced.
+
+        Nothing raises an event when a sync ends; a small data set syncs in well
+        under ``SYNC_WAIT_S``, a large one is reported at the next event.
+        """
+        deadline = time.monotonic() + SYNC_WAIT_S
+        while time.monotonic() < deadline:
+            replication = client.replication()
+            if replication.master_link_up and not replication.sync_in_progress:
+                return
+            time.sleep(0.1)
 
     def _redis_layer(self) -> ops.pebble.LayerDict:
         persistence = self.config.persistence if self.config else "aof"
@@ -404,11 +427,21 @@ class Workload:
         logger.info("switchover from %s: %s", self.me, outcome)
         return outcome if outcome == HANDOVER_COMPLETED else outcome[:120]
 
-    def _reset_sentinel(self) -> None:
+    def _reset_sentinel(self, sentinels: int) -> None:
+        """``SENTINEL RESET``, then a few seconds for it to hear the other sentinels again."""
+        app = self.addressing.app
         with self.sentinel_client() as client:
-            names = [n for n in client.monitored() if generation_of(self.addressing.app, n)]
+            names = [n for n in client.monitored() if generation_of(app, n)]
             for name in names:
                 client.reset(name)
+            deadline = time.monotonic() + RESET_WAIT_S
+            while names and time.monotonic() < deadline:
+                monitored = client.monitored()
+                if all(
+                    n in monitored and monitored[n].other_sentinels >= sentinels for n in names
+                ):
+                    return
+                time.sleep(0.2)
 
     def _stop(self) -> None:
         for container, service in (

@@ -1,0 +1,634 @@
+"""The local Juju agent: units as pods on this machine, events delivered as Juju delivers them.
+
+One daemon process (``redis-k8s-local up`` starts it) owns the model: the
+pods (``pods``), the store the hook tools read and write (``store``), and one
+queue of events per unit. Each unit has a worker thread that runs the queued
+events one at a time, each as a fresh ``dispatch`` process of the unmodified
+charm in the unit's own view of ``/charm/containers`` (as Juju's uniter does:
+one hook at a time per unit, units in parallel). What Juju derives from a hook
+is derived here too:
+
+- a unit databag written by a hook: ``relation-changed`` on every other unit
+  (remote unit: the writer); the app databag written by the leader:
+  ``relation-changed`` on every other unit (remote app only). A pending
+  ``relation-changed`` for the same remote is not queued twice: Juju runs it
+  once, with the latest data;
+- a secret revised by its owner: ``secret-changed`` on the units that track an
+  older revision;
+- a hook that exits non-zero: the unit is in error, shown in status, and the
+  same hook is retried with a growing delay, as Juju retries failed hooks.
+
+A watcher polls every pod's two Pebble daemons: a new custom notice becomes
+``<container>-pebble-custom-notice``, a check going down or up
+``<container>-pebble-check-failed`` / ``-recovered``. ``update-status`` is queued
+on every unit periodically.
+
+Event sequences (Juju 3.6, Kubernetes sidecar charms):
+
+- a new unit: ``data-storage-attached``, ``install``, ``redis-peers-relation-created``,
+  ``leader-elected`` (the leader), ``config-changed``, ``start``,
+  ``redis-pebble-ready``, ``sentinel-pebble-ready``, then ``relation-joined`` and
+  ``relation-changed`` for every peer; every peer gets them for the new unit;
+- a restarted pod: ``upgrade-charm``, ``config-changed``, ``start`` and the two
+  pebble-ready events;
+- a removed unit: ``relation-departed`` for each peer, ``relation-broken``,
+  ``data-storage-detaching``, ``stop``, ``remove``; then the pod goes and every
+  other unit gets ``relation-departed`` for it (and a new leader
+  ``leader-elected`` if it was the leader).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import logging
+import os
+import subprocess
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+
+from ops import pebble
+
+from redis_k8s_local import charmdir, hooktool
+from redis_k8s_local.pods import Pods, PodSpec, pod_spec
+from redis_k8s_local.store import (
+    Store,
+    add_action,
+    add_relation,
+    add_unit,
+    commit_context,
+    discard_context,
+    new_model,
+)
+
+logger = logging.getLogger(__name__)
+
+JUJU_VERSION = "3.6.8"
+PEER = "redis-peers"
+PEER_RELATION_ID = "1"
+CONTAINERS = ("redis", "sentinel")
+STORAGE = "data"
+HOOK_TIMEOUT_S = 300
+RETRY_DELAYS_S = (2, 4, 8, 16, 30)
+PEBBLE_POLL_S = 0.25
+SETTLED_STATUSES = frozenset({"active", "blocked"})
+
+
+@dataclasses.dataclass
+class HookRecord:
+    """One dispatch: what ran, how long, how it ended."""
+
+    unit: str
+    hook: str
+    started: float
+    seconds: float
+    exit_code: int
+    max_rss_kib: int = 0
+
+
+@dataclasses.dataclass
+class Unit:
+    """One unit as the agent runs it."""
+
+    name: str
+    spec: PodSpec
+    charm_dir: Path
+    queue: deque[tuple[str, dict[str, str]]] = dataclasses.field(default_factory=deque)
+    running: str | None = None
+    error: str | None = None
+    failures: int = 0
+    retry_at: float = 0.0
+    leaving: bool = False
+    removed: bool = False
+    pod_up: bool = False
+    seen_notices: dict[str, str] = dataclasses.field(default_factory=dict)
+    check_status: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+class Agent:
+    """The model of one application on this machine."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        repo: Path,
+        pebble_binary: Path,
+        *,
+        app: str = "redis-k8s",
+        model: str = "local",
+        update_status_s: float = 60.0,
+    ) -> None:
+        """An agent for ``app`` keeping its store, pods and logs under ``state_dir``."""
+        self.state_dir = state_dir
+        self.repo = repo
+        self.app = app
+        self.model = model
+        self.update_status_s = update_status_s
+        self.store = Store(state_dir)
+        self.pods = Pods(state_dir, pebble_binary)
+        self.tools_bin = state_dir / "bin"
+        self.units: dict[str, Unit] = {}
+        self.history: list[HookRecord] = []
+        self.lock = threading.RLock()
+        self.wake = threading.Condition(self.lock)
+        self.stopping = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.next_number = 0
+
+    # ------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        """Prepare the state directory and start the watcher and update-status threads."""
+        (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+        hooktool.install_tools(self.tools_bin)
+        with self.store.transaction() as doc:
+            if not doc.get("model_uuid"):
+                doc.update(new_model(self.model, self.app))
+                add_relation(doc, PEER, "redis_peers", relation_id=int(PEER_RELATION_ID))
+        for target in (self._watch_pebble, self._tick_update_status):
+            thread = threading.Thread(target=target, daemon=True, name=target.__name__)
+            thread.start()
+            self.threads.append(thread)
+
+    def shutdown(self) -> None:
+        """Stop delivering events and tear every pod down."""
+        self.stopping.set()
+        with self.wake:
+            self.wake.notify_all()
+        for unit in list(self.units.values()):
+            with contextlib.suppress(Exception):
+                self.pods.destroy(unit.spec)
+        self.pods.cleanup()
+
+    # ---------------------------------------------------------------- deploy
+
+    def add_units(self, count: int) -> list[str]:
+        """Add ``count`` units: pods, charm directories, and the new-unit event sequence."""
+        added = []
+        for _ in range(count):
+            with self.lock:
+                number = self.next_number
+                self.next_number += 1
+            spec = pod_spec(self.state_dir, self.app, number)
+            name = spec.unit
+            charm_dir = charmdir.build_charm_dir(self.repo, self.state_dir / "charms" / name)
+            unit = Unit(name=name, spec=spec, charm_dir=charm_dir)
+            with self.store.transaction() as doc:
+                add_unit(doc, name, spec.address, spec.hostname)
+                doc["units"][name]["status"] = {
+                    "status": "waiting",
+                    "message": "agent initialising",
+                }
+                doc["storage"][name] = {f"{STORAGE}/{number}": "/var/lib/redis"}
+                relation = doc["relations"][PEER_RELATION_ID]
+                peers = list(relation["units"])
+                relation["units"].append(name)
+                relation["unit_data"][name] = {}
+                leader = doc["leader"]
+                if leader is None:
+                    doc["leader"] = leader = name
+            self.pods.add_hosts([u.spec for u in self.units.values()] + [spec])
+            self.pods.start(spec)
+            unit.pod_up = True
+            sequence = [
+                (f"{STORAGE}-storage-attached", {"JUJU_STORAGE_ID": f"{STORAGE}/{number}"}),
+                ("install", {}),
+                (f"{PEER}-relation-created", self._relation_env()),
+            ]
+            if leader == name:
+                sequence.append(("leader-elected", {}))
+            sequence += [("config-changed", {}), ("start", {})]
+            sequence += [(f"{c}-pebble-ready", {"JUJU_WORKLOAD_NAME": c}) for c in CONTAINERS]
+            for peer in peers:
+                sequence += [
+                    (f"{PEER}-relation-joined", self._relation_env(remote=peer)),
+                    (f"{PEER}-relation-changed", self._relation_env(remote=peer)),
+                ]
+            with self.wake:
+                self.units[name] = unit
+                unit.queue.extend(sequence)
+                for peer in peers:
+                    other = self.units.get(peer)
+                    if other is not None and not other.leaving:
+                        other.queue.append(
+                            (f"{PEER}-relation-joined", self._relation_env(remote=name))
+                        )
+                        other.queue.append(
+                            (f"{PEER}-relation-changed", self._relation_env(remote=name))
+                        )
+                thread = threading.Thread(target=self._worker, args=(unit,), daemon=True)
+                thread.start()
+                self.threads.append(thread)
+                self.wake.notify_all()
+            added.append(name)
+        return added
+
+    def remove_units(self, names: list[str]) -> None:
+        """Start removing units: their own departure sequence first (see the module doc)."""
+        with self.wake:
+            for name in names:
+                unit = self._unit(name)
+                if unit.leaving:
+                    continue
+                unit.leaving = True
+                peers = [u for u in self._members() if u != name]
+                for peer in peers:
+                    env = self._relation_env(remote=peer, departing=name)
+                    unit.queue.append((f"{PEER}-relation-departed", env))
+                unit.queue.append((f"{PEER}-relation-broken", self._relation_env()))
+                unit.queue.append(
+                    (
+                        f"{STORAGE}-storage-detaching",
+                        {"JUJU_STORAGE_ID": f"{STORAGE}/{unit.spec.number}"},
+                    )
+                )
+                unit.queue.append(("stop", {}))
+                unit.queue.append(("remove", {}))
+            self.wake.notify_all()
+
+    def _finish_removal(self, unit: Unit) -> None:
+        """The unit ran ``remove``: its pod goes, the others see it depart."""
+        self.pods.destroy(unit.spec)
+        unit.pod_up = False
+        unit.removed = True
+        new_leader = None
+        with self.store.transaction() as doc:
+            relation = doc["relations"][PEER_RELATION_ID]
+            if unit.name in relation["units"]:
+                relation["units"].remove(unit.name)
+            relation["unit_data"].pop(unit.name, None)
+            doc["units"].pop(unit.name, None)
+            doc["storage"].pop(unit.name, None)
+            remaining = list(relation["units"])
+            if doc["leader"] == unit.name:
+                doc["leader"] = new_leader = remaining[0] if remaining else None
+        self.pods.remove_hosts([unit.spec])
+        with self.wake:
+            self.units.pop(unit.name, None)
+            for name in remaining:
+                other = self.units[name]
+                env = self._relation_env(remote=unit.name, departing=unit.name)
+                other.queue.append((f"{PEER}-relation-departed", env))
+            if new_leader is not None:
+                self.units[new_leader].queue.append(("leader-elected", {}))
+            self.wake.notify_all()
+
+    # ------------------------------------------------------------ operations
+
+    def set_config(self, values: dict[str, str]) -> None:
+        """The operator changed config: every unit gets config-changed."""
+        with self.store.transaction() as doc:
+            for key, value in values.items():
+                if value == "":
+                    doc["config"].pop(key, None)
+                else:
+                    doc["config"][key] = value
+        self.queue_everywhere("config-changed")
+
+    def run_action(self, unit_name: str, action: str, params: dict[str, object]) -> str:
+        """Queue an action on a unit; returns its id (``action_result`` waits for it)."""
+        self._unit(unit_name)
+        with self.store.transaction() as doc:
+            action_id = add_action(doc, unit_name, action, params)
+        env = {"JUJU_ACTION_NAME": action, "JUJU_ACTION_UUID": action_id}
+        self.queue(unit_name, f"{action}-action", env)
+        return action_id
+
+    def action_result(self, action_id: str) -> dict | None:
+        """The action's record once it ended, else None."""
+        record = self.store.read()["actions"].get(action_id)
+        if record is None or record["status"] in ("pending", "running"):
+            return None
+        return record
+
+    def delete_pod(self, unit_name: str) -> None:
+        """The pod dies at once (no hook) and comes back with its storage, as a new pod."""
+        unit = self._unit(unit_name)
+        with self.wake:
+            unit.queue.clear()
+            unit.pod_up = False
+        self.pods.delete(unit.spec)
+        unit.seen_notices.clear()
+        unit.check_status.clear()
+        self.pods.start(unit.spec)
+        with self.wake:
+            unit.pod_up = True
+            unit.queue.extend(
+                [("upgrade-charm", {}), ("config-changed", {}), ("start", {})]
+                + [(f"{c}-pebble-ready", {"JUJU_WORKLOAD_NAME": c}) for c in CONTAINERS]
+            )
+            self.wake.notify_all()
+
+    def queue(self, unit_name: str, hook: str, env: dict[str, str] | None = None) -> None:
+        """Queue one event on a unit."""
+        with self.wake:
+            self._unit(unit_name).queue.append((hook, env or {}))
+            self.wake.notify_all()
+
+    def queue_everywhere(self, hook: str) -> None:
+        """Queue one event on every unit that is not leaving."""
+        with self.wake:
+            for unit in self.units.values():
+                if not unit.leaving:
+                    unit.queue.append((hook, {}))
+            self.wake.notify_all()
+
+    # ---------------------------------------------------------------- status
+
+    def settled(self) -> bool:
+        """No hook queued or running, no unit in error, every unit active or blocked."""
+        doc = self.store.read()
+        with self.lock:
+            units = list(self.units.values())
+            if not units:
+                return False
+            for unit in units:
+                if unit.queue or unit.running or unit.error or not unit.pod_up:
+                    return False
+                status = doc["units"].get(unit.name, {}).get("status", {})
+                if status.get("status") not in SETTLED_STATUSES:
+                    return False
+        return True
+
+    def status(self) -> dict:
+        """Everything ``redis-k8s-local status`` shows."""
+        doc = self.store.read()
+        relation = doc["relations"][PEER_RELATION_ID]
+        units = []
+        with self.lock:
+            for name in sorted(self.units, key=lambda n: int(n.rsplit("/", 1)[1])):
+                unit = self.units[name]
+                record = doc["units"].get(name, {})
+                status = record.get("status", {})
+                facts = _unit_facts(relation["unit_data"].get(name, {}))
+                units.append(
+                    {
+                        "name": name,
+                        "leader": doc["leader"] == name,
+                        "workload_status": "error" if unit.error else status.get("status"),
+                        "message": unit.error or status.get("message", ""),
+                        "role": facts.get("role", "unknown"),
+                        "state": facts.get("state", ""),
+                        "address": unit.spec.address,
+                        "hostname": unit.spec.hostname,
+                        "queued": len(unit.queue),
+                        "running": unit.running,
+                        "leaving": unit.leaving,
+                    }
+                )
+        return {
+            "app": {"name": self.app, **doc["app_status"]},
+            "units": units,
+            "settled": self.settled(),
+            "hooks": {
+                "dispatched": len(self.history),
+                "failed": sum(1 for h in self.history if h.exit_code != 0),
+            },
+        }
+
+    # ----------------------------------------------------------------- workers
+
+    def _worker(self, unit: Unit) -> None:
+        """Run the unit's events one at a time until it is removed or the agent stops."""
+        while not self.stopping.is_set():
+            with self.wake:
+                while not self.stopping.is_set() and not self._ready(unit):
+                    timeout = max(unit.retry_at - time.monotonic(), 0.05) if unit.error else None
+                    self.wake.wait(timeout)
+                if self.stopping.is_set():
+                    return
+                hook, env = unit.queue[0]
+                unit.running = hook
+            exit_code = self._dispatch(unit, hook, env)
+            with self.wake:
+                unit.running = None
+                if exit_code == 0:
+                    if unit.queue and unit.queue[0] == (hook, env):
+                        unit.queue.popleft()
+                    unit.error, unit.failures = None, 0
+                else:
+                    unit.failures += 1
+                    delay = RETRY_DELAYS_S[min(unit.failures, len(RETRY_DELAYS_S)) - 1]
+                    unit.error = f"hook failed: {hook!r}"
+                    unit.retry_at = time.monotonic() + delay
+                self.wake.notify_all()
+            if exit_code == 0 and hook == "remove":
+                self._finish_removal(unit)
+                return
+
+    def _ready(self, unit: Unit) -> bool:
+        return bool(unit.queue) and unit.pod_up and time.monotonic() >= unit.retry_at
+
+    def _dispatch(self, unit: Unit, hook: str, env: dict[str, str]) -> int:
+        """Run ``dispatch`` for one event in the unit's view of ``/charm/containers``."""
+        before = self.store.read()
+        action = "JUJU_ACTION_UUID" in env
+        if action:
+            with self.store.transaction() as doc:
+                doc["actions"][env["JUJU_ACTION_UUID"]]["status"] = "running"
+        dispatch_path = f"actions/{env['JUJU_ACTION_NAME']}" if action else f"hooks/{hook}"
+        full_env = {
+            "PATH": f"{self.tools_bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "HOME": os.environ.get("HOME", "/root"),
+            "LANG": "C.UTF-8",
+            "JUJU_UNIT_NAME": unit.name,
+            "JUJU_MODEL_NAME": self.model,
+            "JUJU_MODEL_UUID": before["model_uuid"],
+            "JUJU_VERSION": JUJU_VERSION,
+            "JUJU_CHARM_DIR": str(unit.charm_dir),
+            "JUJU_DISPATCH_PATH": dispatch_path,
+            "JUJU_HOOK_NAME": "" if action else hook,
+            "JUJU_AVAILABILITY_ZONE": "local",
+            "REDIS_K8S_LOCAL_STATE": str(self.state_dir),
+            # Relation writes are buffered under this id and applied only if the hook
+            # succeeds, as Juju commits a hook's relation settings at its end.
+            "JUJU_CONTEXT_ID": f"{unit.name}-{uuid.uuid4().hex[:12]}",
+            **env,
+        }
+        argv = self.pods.dispatch_argv(unit.spec, [str(unit.charm_dir / "dispatch")])
+        started = time.monotonic()
+        log = self.state_dir / "logs" / f"{unit.name.replace('/', '-')}.dispatch.log"
+        with log.open("ab") as output:
+            output.write(f"=== {time.strftime('%H:%M:%S')} {hook}\n".encode())
+            output.flush()
+            try:
+                process = subprocess.Popen(
+                    argv, cwd=unit.charm_dir, env=full_env, stdout=output, stderr=output
+                )
+                _, status, usage = os.wait4(process.pid, 0)
+                exit_code = os.waitstatus_to_exitcode(status)
+                process.returncode = exit_code
+                max_rss = usage.ru_maxrss
+            except OSError as error:
+                output.write(f"cannot run dispatch: {error}\n".encode())
+                exit_code, max_rss = 127, 0
+        seconds = time.monotonic() - started
+        with self.lock:
+            self.history.append(HookRecord(unit.name, hook, started, seconds, exit_code, max_rss))
+        if action:
+            self._end_action(env["JUJU_ACTION_UUID"], exit_code)
+        with self.store.transaction() as doc:
+            if exit_code == 0:
+                changed = commit_context(doc, full_env["JUJU_CONTEXT_ID"])
+            else:
+                discard_context(doc, full_env["JUJU_CONTEXT_ID"])
+                changed = []
+            after = copy.deepcopy(doc)
+        if exit_code == 0:
+            self._derive_events(unit, changed, before, after)
+        return exit_code
+
+    def _end_action(self, action_id: str, exit_code: int) -> None:
+        with self.store.transaction() as doc:
+            record = doc["actions"][action_id]
+            if exit_code != 0:
+                record.update(status="failed", message=record["message"] or "action hook failed")
+            elif record["status"] == "running":
+                record["status"] = "completed"
+
+    def _derive_events(
+        self, unit: Unit, changed: list[tuple[str, str]], before: dict, after: dict
+    ) -> None:
+        """What Juju derives from a hook's writes: relation-changed and secret-changed."""
+        new = after["relations"][PEER_RELATION_ID]
+        changed_unit = (PEER_RELATION_ID, unit.name) in changed
+        changed_app = (PEER_RELATION_ID, self.app) in changed
+        with self.wake:
+            for other in self.units.values():
+                if other is unit or other.leaving or other.name not in new["units"]:
+                    continue
+                if changed_unit:
+                    self._queue_once(
+                        other, f"{PEER}-relation-changed", self._relation_env(remote=unit.name)
+                    )
+                if changed_app:  # no remote unit: ops wants the variable, empty
+                    env = {**self._relation_env(), "JUJU_REMOTE_UNIT": ""}
+                    self._queue_once(other, f"{PEER}-relation-changed", env)
+            for secret_id, secret in after["secrets"].items():
+                old_secret = before["secrets"].get(secret_id)
+                if old_secret is None or old_secret["revision"] == secret["revision"]:
+                    continue
+                for name, tracked in secret.get("tracked", {}).items():
+                    other = self.units.get(name)
+                    if other is not None and int(tracked) < int(secret["revision"]):
+                        env = {
+                            "JUJU_SECRET_ID": secret_id,
+                            "JUJU_SECRET_LABEL": secret.get("labels", {}).get(name) or "",
+                            "JUJU_SECRET_REVISION": str(secret["revision"]),
+                        }
+                        self._queue_once(other, "secret-changed", env)
+            self.wake.notify_all()
+
+    @staticmethod
+    def _queue_once(unit: Unit, hook: str, env: dict[str, str]) -> None:
+        """Queue an event unless the same one is already pending (Juju runs it once)."""
+        if (hook, env) not in list(unit.queue)[1 if unit.running else 0 :]:
+            unit.queue.append((hook, env))
+
+    # ----------------------------------------------------------------- watchers
+
+    def _watch_pebble(self) -> None:
+        """Turn Pebble custom notices and check changes into events."""
+        while not self.stopping.wait(PEBBLE_POLL_S):
+            with self.lock:
+                units = [u for u in self.units.values() if u.pod_up and not u.removed]
+            for unit in units:
+                for container in CONTAINERS:
+                    try:
+                        self._poll_container(unit, container)
+                    except (pebble.Error, OSError, ConnectionError):
+                        pass  # a pod going away or restarting: the next poll sees it
+                    except Exception:  # never let one bad poll stop the watcher
+                        logger.exception("watching %s/%s", unit.name, container)
+
+    def _poll_container(self, unit: Unit, container: str) -> None:
+        client = pebble.Client(socket_path=str(self.pods.socket(unit.spec, container)), timeout=2)
+        notices = client.get_notices(types=[pebble.NoticeType.CUSTOM])
+        checks = client.get_checks()
+        events: list[tuple[str, dict[str, str]]] = []
+        for notice in notices:
+            key = f"{container}/{notice.id}"
+            stamp = notice.last_repeated.isoformat()
+            if unit.seen_notices.get(key) != stamp:
+                unit.seen_notices[key] = stamp
+                events.append(
+                    (
+                        f"{container}-pebble-custom-notice",
+                        {
+                            "JUJU_WORKLOAD_NAME": container,
+                            "JUJU_NOTICE_ID": notice.id,
+                            "JUJU_NOTICE_TYPE": "custom",
+                            "JUJU_NOTICE_KEY": notice.key,
+                        },
+                    )
+                )
+        for check in checks:
+            key = f"{container}/{check.name}"
+            previous = unit.check_status.get(key, pebble.CheckStatus.UP.value)
+            current = check.status.value
+            unit.check_status[key] = current
+            if previous != current and current in ("up", "down"):
+                kind = "failed" if current == "down" else "recovered"
+                env = {"JUJU_WORKLOAD_NAME": container, "JUJU_PEBBLE_CHECK_NAME": check.name}
+                events.append((f"{container}-pebble-check-{kind}", env))
+        if events:
+            with self.wake:
+                if unit.pod_up and not unit.leaving:
+                    unit.queue.extend(events)
+                    self.wake.notify_all()
+
+    def _tick_update_status(self) -> None:
+        while not self.stopping.wait(self.update_status_s):
+            with self.wake:
+                for unit in self.units.values():
+                    if not unit.leaving:
+                        self._queue_once(unit, "update-status", {})
+                self.wake.notify_all()
+
+    # ----------------------------------------------------------------- helpers
+
+    def _unit(self, name: str) -> Unit:
+        unit = self.units.get(name)
+        if unit is None:
+            raise KeyError(f"no unit {name}")
+        return unit
+
+    def _members(self) -> list[str]:
+        return list(self.store.read()["relations"][PEER_RELATION_ID]["units"])
+
+    def _relation_env(self, remote: str | None = None, departing: str | None = None):
+        env = {
+            "JUJU_RELATION": PEER,
+            "JUJU_RELATION_ID": f"{PEER}:{PEER_RELATION_ID}",
+            "JUJU_REMOTE_APP": self.app,
+        }
+        if remote is not None:
+            env["JUJU_REMOTE_UNIT"] = remote
+        if departing is not None:
+            env["JUJU_DEPARTING_UNIT"] = departing
+        return env
+
+    def specs(self) -> Iterator[PodSpec]:
+        """Every live unit's pod."""
+        with self.lock:
+            yield from [u.spec for u in self.units.values() if not u.removed]
+
+
+def _unit_facts(databag: dict[str, str]) -> dict[str, str]:
+    """The state and role a unit published (its journal's current facts), for status."""
+    try:
+        current = json.loads(databag.get("unit-journal", "{}")).get("current", {})
+    except (json.JSONDecodeError, AttributeError):
+        return {}
+    return {"state": str(current.get("state", "")), "role": str(current.get("role", "unknown"))}
+
+
+def snapshot(doc: dict) -> dict:
+    """A deep copy of a store document (for comparisons)."""
+    return copy.deepcopy(doc)
