@@ -20,7 +20,7 @@ import ops
 from pydantic import ValidationError
 
 from machine import journal
-from machine.hook import report, run_cluster, run_unit
+from machine.hook import leader_can_decide, report, run_cluster, run_unit
 from machine.types import (
     ClusterFacts,
     ClusterState,
@@ -103,6 +103,9 @@ class RedisK8sCharm(ops.CharmBase):
         if isinstance(event, ops.ActionEvent):
             self._on_switchover_action(event)
             return
+        departing = getattr(event, "departing_unit", None)
+        if kind is Event.PEER_RELATION_DEPARTED and departing == self.unit:
+            kind = Event.LEAVING  # Juju is removing this unit: hand over while peers are seen
         self.run(kind, subject_of(event))
 
     def run(self, kind: Event, subject: str | None = None) -> None:
@@ -118,27 +121,37 @@ class RedisK8sCharm(ops.CharmBase):
         cluster_journal = self.load(
             journal.load_cluster, peers.data[self.app].get(CLUSTER_JOURNAL_KEY)
         )
-        cluster = cluster_journal.current
         me = self.unit.name
         others = tuple(sorted(unit.name for unit in peers.units))
-        unit_journal = run_unit(
-            unit_journal,
-            lambda observed: UnitInput(
-                event=kind, unit=me, observation=observed, cluster=cluster, peers=others
-            ),
-            workload.observe,
-            workload.execute,
-        )
+
+        def step_unit(unit_journal: journal.UnitJournal, cluster: ClusterFacts):
+            return run_unit(
+                unit_journal,
+                lambda observed: UnitInput(
+                    event=kind, unit=me, observation=observed, cluster=cluster, peers=others
+                ),
+                workload.observe,
+                workload.execute,
+            )
+
+        seen = cluster_journal.current
+        unit_journal = step_unit(unit_journal, seen)
         self.save(peers, self.unit, UNIT_JOURNAL_KEY, journal.dump(unit_journal))
-        if self.unit.is_leader():
+        if self.unit.is_leader() and leader_can_decide(kind, unit_journal.current):
             reports = [report(me, unit_journal)]
             for unit in sorted(peers.units, key=lambda u: u.name):
                 loaded = self.load(journal.load_unit, peers.data[unit].get(UNIT_JOURNAL_KEY))
                 reports.append(report(unit.name, loaded))
+            logger.info("cluster step for %s: members %s", kind, [r.unit for r in reports])
             cluster_journal = run_cluster(
                 cluster_journal, kind, me, reports, subject, self.execute_cluster_effect
             )
             self.save(peers, self.app, CLUSTER_JOURNAL_KEY, journal.dump(cluster_journal))
+            if cluster_journal.current != seen:
+                # The leader's own unit acts on the leader's decision in the same hook
+                # (Juju sends the leader no relation-changed for its own app data).
+                unit_journal = step_unit(unit_journal, cluster_journal.current)
+                self.save(peers, self.unit, UNIT_JOURNAL_KEY, journal.dump(unit_journal))
         if kind not in (Event.STOP, Event.REMOVE, Event.STORAGE_DETACHING):
             workload.reconcile_config()
         self.problems.extend(workload.problems)
@@ -351,9 +364,10 @@ def app_status(cluster: ClusterFacts) -> ops.StatusBase:
                 " failover impossible"
             )
         case ClusterState.SWITCHING_OVER:
-            return ops.MaintenanceStatus(
-                f"switching over from {primary} to {cluster.switchover_target}"
-            )
+            target = cluster.switchover_target
+            if primary == target:
+                return ops.MaintenanceStatus(f"switched over to {target}, finishing")
+            return ops.MaintenanceStatus(f"switching over from {primary} to {target}")
         case ClusterState.RESETTING_SENTINELS:
             return ops.MaintenanceStatus(
                 f"resetting sentinels after {', '.join(cluster.departed) or 'a unit'} left"

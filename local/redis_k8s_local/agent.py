@@ -263,6 +263,8 @@ class Agent:
             if unit.name in relation["units"]:
                 relation["units"].remove(unit.name)
             relation["unit_data"].pop(unit.name, None)
+            if unit.name in relation.get("left", []):
+                relation["left"].remove(unit.name)
             doc["units"].pop(unit.name, None)
             doc["storage"].pop(unit.name, None)
             remaining = list(relation["units"])
@@ -307,8 +309,12 @@ class Agent:
             return None
         return record
 
-    def delete_pod(self, unit_name: str) -> None:
-        """The pod dies at once (no hook) and comes back with its storage, as a new pod."""
+    def delete_pod(self, unit_name: str, down_for_s: float = 5.0) -> None:
+        """The pod dies at once (no hook) and comes back with its storage, as a new pod.
+
+        Kubernetes takes seconds to reschedule a deleted pod (termination, a new
+        pod, the containers starting); the pod stays down ``down_for_s`` first.
+        """
         unit = self._unit(unit_name)
         with self.wake:
             unit.queue.clear()
@@ -316,6 +322,11 @@ class Agent:
         self.pods.delete(unit.spec)
         unit.seen_notices.clear()
         unit.check_status.clear()
+        threading.Thread(target=self._restart_pod, args=(unit, down_for_s), daemon=True).start()
+
+    def _restart_pod(self, unit: Unit, down_for_s: float) -> None:
+        if self.stopping.wait(down_for_s) or unit.removed:
+            return
         self.pods.start(unit.spec)
         with self.wake:
             unit.pod_up = True
@@ -476,6 +487,8 @@ class Agent:
         with self.store.transaction() as doc:
             if exit_code == 0:
                 changed = commit_context(doc, full_env["JUJU_CONTEXT_ID"])
+                if hook == f"{PEER}-relation-broken":  # gone from this unit's view
+                    doc["relations"][PEER_RELATION_ID].setdefault("left", []).append(unit.name)
             else:
                 discard_context(doc, full_env["JUJU_CONTEXT_ID"])
                 changed = []

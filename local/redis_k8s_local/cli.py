@@ -248,6 +248,8 @@ def cmd_wait(args: argparse.Namespace) -> int:
 def cmd_fault(args: argparse.Namespace) -> int:
     if args.command == "kill":
         call("kill", unit=args.unit, service=args.service)
+    elif args.command == "delete-pod":
+        call("delete-pod", unit=args.unit, down_for=args.down_for)
     else:
         call(args.command, unit=args.unit)
     return 0
@@ -340,6 +342,13 @@ def build_parser() -> argparse.ArgumentParser:
         fault = sub.add_parser(name, help=text)
         fault.add_argument("unit")
         fault.set_defaults(func=cmd_fault)
+        if name == "delete-pod":
+            fault.add_argument(
+                "--down-for",
+                type=float,
+                default=5.0,
+                help="seconds before the pod is back, as Kubernetes takes to reschedule it",
+            )
     sub.add_parser("heal", help="remove every partition").set_defaults(func=cmd_heal)
     secret = sub.add_parser("password", help="print an internal password (default admin)")
     secret.add_argument("which", nargs="?", choices=("admin", "sentinel"), default="admin")

@@ -102,8 +102,8 @@ class Handlers:
     def kill(self, unit: str, service: str = "redis") -> None:
         self.agent.pods.kill(self.agent.units[unit].spec, service)
 
-    def delete_pod(self, unit: str) -> None:
-        self.agent.delete_pod(unit)
+    def delete_pod(self, unit: str, down_for: float = 5.0) -> None:
+        self.agent.delete_pod(unit, down_for)
 
     def freeze(self, unit: str) -> None:
         self.agent.pods.freeze(self.agent.units[unit].spec)

@@ -139,6 +139,11 @@ def no_more(positionals: list[str]) -> None:
 _RELATION = {"-r": "relation", "--relation": "relation"}
 
 
+def sees(unit: str, relation: Mapping[str, Any]) -> bool:
+    """A unit sees a relation it is in, until its ``relation-broken`` has run."""
+    return unit in relation["units"] and unit not in relation.get("left", [])
+
+
 def find_relation(ctx: Context, doc: Mapping[str, Any], ref: str | None) -> tuple[str, dict]:
     """The relation ``-r`` names (``endpoint:id`` or ``id``), or the hook's relation.
 
@@ -152,7 +157,7 @@ def find_relation(ctx: Context, doc: Mapping[str, Any], ref: str | None) -> tupl
     if (
         relation is None
         or (endpoint and relation["endpoint"] != endpoint)
-        or ctx.unit not in relation["units"]
+        or not sees(ctx.unit, relation)
     ):
         raise HookError(f'invalid value "{ref}" for option -r: relation not found')
     return number, relation
@@ -182,7 +187,7 @@ def relation_ids(ctx: Context, args: list[str]) -> int:
     ids = sorted(
         int(i)
         for i, r in relations.items()
-        if r["endpoint"] == endpoint and ctx.unit in r["units"]
+        if r["endpoint"] == endpoint and sees(ctx.unit, r)
     )
     emit([f"{endpoint}:{i}" for i in ids], options)
     return 0

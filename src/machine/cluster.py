@@ -73,7 +73,7 @@ def sentinel_claims(s: ClusterStep) -> tuple[dict[UnitName, int], int]:
     Returns (primary -> number of sentinels naming it, that epoch); empty when no
     sentinel of the newest generation names anyone.
     """
-    named = [m for m in s.input.members if m.sentinel_primary]
+    named = [m for m in s.input.members if m.sentinel_primary and m.sentinel_up]
     if not named:
         return {}, 0
     newest = max(max(m.sentinel_generation for m in named), s.facts.generation)
@@ -197,7 +197,7 @@ def sentinel_moved_primary(s: ClusterStep) -> bool:
 
 
 def sentinels_split(s: ClusterStep) -> bool:
-    """The sentinels name different primaries at the same epoch, and one of them serves.
+    """The sentinels name different primaries at the same epoch, and each of them serves.
 
     Sentinel never resolves this by itself: two groups of sentinels that each
     failed over while they could not see each other (a partition during a
@@ -205,7 +205,7 @@ def sentinels_split(s: ClusterStep) -> bool:
     another's configuration only at a higher epoch. Both primaries run.
     """
     claims, _ = sentinel_claims(s)
-    return len(claims) > 1 and any(_is_serving(s, primary) for primary in claims)
+    return len(claims) > 1 and all(_is_serving(s, primary) for primary in claims)
 
 
 def sentinel_epoch_advanced(s: ClusterStep) -> bool:

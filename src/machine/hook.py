@@ -17,7 +17,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from .journal import ClusterJournal, UnitJournal, step
-from .types import ClusterInput, Effect, Event, MemberReport, UnitInput, UnitObservation
+from .types import (
+    ClusterInput,
+    Effect,
+    Event,
+    MemberReport,
+    UnitFacts,
+    UnitInput,
+    UnitObservation,
+    UnitState,
+)
 
 MAX_ROUNDS = 3
 
@@ -59,3 +68,15 @@ def run_cluster(
 def report(unit: str, journal: UnitJournal) -> MemberReport:
     """The facts a unit publishes, as the leader reads them."""
     return MemberReport(unit=unit, **journal.current.model_dump())
+
+
+def leader_can_decide(event: Event, unit: UnitFacts) -> bool:
+    """Whether the leader steps the cluster machine in this hook.
+
+    Not once it is leaving: after its own teardown it no longer sees its peers (in
+    ``peer-relation-broken`` Juju shows it none), and would record every one of
+    them as departed. The next leader carries on.
+    """
+    return event not in (Event.LEAVING, Event.PEER_RELATION_BROKEN) and (
+        unit.state is not UnitState.STOPPED
+    )

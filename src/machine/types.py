@@ -54,6 +54,8 @@ class Event(enum.StrEnum):
     PEER_RELATION_CHANGED = "peer-relation-changed"
     PEER_RELATION_DEPARTED = "peer-relation-departed"
     PEER_RELATION_BROKEN = "peer-relation-broken"
+    LEAVING = "leaving"
+    """This unit's own ``peer-relation-departed``: Juju is removing it (its first sign)."""
     STORAGE_ATTACHED = "storage-attached"
     STORAGE_DETACHING = "storage-detaching"
     SECRET_CHANGED = "secret-changed"

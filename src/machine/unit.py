@@ -38,7 +38,14 @@ TEARDOWN = "teardown"
 
 TRIGGER_OF: dict[Event, str] = {
     event: TEARDOWN
-    if event in {Event.STOP, Event.STORAGE_DETACHING, Event.REMOVE, Event.PEER_RELATION_BROKEN}
+    if event
+    in {
+        Event.LEAVING,
+        Event.STOP,
+        Event.STORAGE_DETACHING,
+        Event.REMOVE,
+        Event.PEER_RELATION_BROKEN,
+    }
     else OBSERVE
     for event in Event
 }
@@ -417,7 +424,14 @@ def clear_handover(s: UnitStep) -> None:
 
 
 def stop_workload(s: UnitStep) -> None:
-    """Stop redis-server and the sentinel."""
+    """Stop redis-server and the sentinel; publish them down (no observation follows)."""
+    s.update(
+        redis_up=False,
+        sentinel_up=False,
+        role=Role.UNKNOWN,
+        sentinel_primary=None,
+        master_link_up=False,
+    )
     s.emit(StopWorkload())
 
 

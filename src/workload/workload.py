@@ -238,6 +238,9 @@ class Workload:
         except (admin.WorkloadUnreachable, ops.pebble.ConnectionError) as error:
             self.problems.append(f"{type(effect).__name__}: {error}")
             logger.warning("could not %s: %s", type(effect).__name__, error)
+        except ops.pebble.ChangeError as error:  # a service that would not start
+            self.problems.append(f"{type(effect).__name__}: {error.err}")
+            logger.warning("%s: a service did not start: %s", type(effect).__name__, error.err)
 
     def _run_redis(self, *, primary: str | None, fenced: bool) -> None:
         """Run redis in the given role: files, layer, then ``REPLICAOF`` if it already runs."""
@@ -333,8 +336,10 @@ class Workload:
             group=SENTINEL_USER,
         )
         if not is_running and self._sentinel_file_monitors(name):
-            # A restarted pod: sentinel's own file still knows this generation.
-            # Only its address may have changed (a new pod IP).
+            # A restarted pod: sentinel's own file (on the storage) still knows this
+            # generation. Only its address may have changed (a new pod IP), and the
+            # container's filesystem, with the switch script, is new.
+            self._install_switch_script()
             self._rebind_sentinel_file()
             self.sentinel.add_layer(SENTINEL_CONTAINER, layer, combine=True)
             self.sentinel.replan()
@@ -346,14 +351,7 @@ class Workload:
             # Stopped first: a running sentinel may rewrite the file over the new one.
             self.sentinel.stop(layers.SENTINEL_SERVICE)
         self._private_dir(self.sentinel, SENTINEL_DIR, SENTINEL_USER)
-        self._private_dir(self.sentinel, CONFIG_DIR, SENTINEL_USER)
-        self.sentinel.push(
-            SWITCH_SCRIPT,
-            layers.primary_switch_script(),
-            permissions=0o755,
-            user=SENTINEL_USER,
-            group=SENTINEL_USER,
-        )
+        self._install_switch_script()
         conf = render_sentinel_conf(
             self.config,
             bind=self.addressing.own_host,
@@ -380,6 +378,17 @@ class Workload:
         )
         self.sentinel.add_layer(SENTINEL_CONTAINER, layer, combine=True)
         self.sentinel.replan()  # starts it (stopped above, or never started)
+
+    def _install_switch_script(self) -> None:
+        """The script sentinel runs on every switch (it refuses to start without it)."""
+        self._private_dir(self.sentinel, CONFIG_DIR, SENTINEL_USER)
+        self.sentinel.push(
+            SWITCH_SCRIPT,
+            layers.primary_switch_script(),
+            permissions=0o755,
+            user=SENTINEL_USER,
+            group=SENTINEL_USER,
+        )
 
     def _sentinel_file_monitors(self, name: str) -> bool:
         if not self.sentinel.exists(SENTINEL_CONF):

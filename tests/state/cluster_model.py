@@ -24,7 +24,7 @@ from collections import deque
 
 from machine import journal
 from machine.cluster import PRIMARY_STATES, majority, unit_number
-from machine.hook import report, run_cluster, run_unit
+from machine.hook import leader_can_decide, report, run_cluster, run_unit
 from machine.types import (
     HANDOVER_COMPLETED,
     AnnouncePrimary,
@@ -64,7 +64,13 @@ FIRST_SEQUENCE = (
     Event.REDIS_PEBBLE_READY,
     Event.SENTINEL_PEBBLE_READY,
 )
-REMOVAL_SEQUENCE = (Event.STORAGE_DETACHING, Event.STOP, Event.REMOVE)
+REMOVAL_SEQUENCE = (
+    Event.LEAVING,
+    Event.PEER_RELATION_BROKEN,
+    Event.STORAGE_DETACHING,
+    Event.STOP,
+    Event.REMOVE,
+)
 
 
 @dataclasses.dataclass
@@ -235,21 +241,9 @@ class World:
         self.hooks_run += 1
         before = self.unit_journal(name)
         cluster = self.cluster()
-        peers = tuple(m for m in self.members if m != name)
-        unit_journal = run_unit(
-            before,
-            lambda obs: UnitInput(
-                event=event, unit=name, observation=obs, cluster=cluster, peers=peers
-            ),
-            lambda: self.observe(name),
-            lambda effect: self.execute(name, effect),
-        )
-        stopped = unit_journal.current.state is UnitState.STOPPED
-        if stopped and before.current.state in PRIMARY_STATES:
-            others = len([m for m in self.members if m != name])
-            self.stops_of_primary.append((name, unit_journal.current.handover, others))
+        unit_journal = self.step_unit(name, before, event, cluster)
         self.publish_unit(name, journal.dump(unit_journal))
-        if self.leader == name:
+        if self.leader == name and leader_can_decide(event, unit_journal.current):
             cluster_before = self.cluster()
             truth = {m: self.pods[m].redis.offset for m in self.members}
             had_data = any(
@@ -274,6 +268,27 @@ class World:
             if newly_elected and after.state is ClusterState.RECOVERING:
                 self.elections.append((str(elected), truth))
             self.publish_app(journal.dump(cluster_journal))
+            if after != cluster:  # the leader's own unit acts on its decision at once
+                unit_journal = self.step_unit(name, unit_journal, event, after)
+                self.publish_unit(name, journal.dump(unit_journal))
+        stopped = unit_journal.current.state is UnitState.STOPPED
+        if stopped and before.current.state in PRIMARY_STATES:
+            others = len([m for m in self.members if m != name])
+            self.stops_of_primary.append((name, unit_journal.current.handover, others))
+
+    def step_unit(
+        self, name: str, unit_journal: journal.UnitJournal, event: Event, cluster: ClusterFacts
+    ) -> journal.UnitJournal:
+        """Step one unit's machine for one event, as ``machine.hook.run_unit`` does."""
+        peers = tuple(m for m in self.members if m != name)
+        return run_unit(
+            unit_journal,
+            lambda obs: UnitInput(
+                event=event, unit=name, observation=obs, cluster=cluster, peers=peers
+            ),
+            lambda: self.observe(name),
+            lambda effect: self.execute(name, effect),
+        )
 
     def publish_unit(self, name: str, data: str) -> None:
         pod = self.pods[name]

@@ -293,7 +293,9 @@ def test_a_sentinel_notice_of_a_new_primary_makes_the_old_one_replicate_from_it(
     notice = testing.Notice(key=layers.PRIMARY_SWITCH_NOTICE)
     container = dataclasses.replace(state.get_container("sentinel"), notices=[notice])
     state = dataclasses.replace(
-        state, containers={c for c in state.containers if c.name != "sentinel"} | {container}
+        state,
+        containers={c for c in state.containers if c.name != "sentinel"} | {container},
+        leader=False,  # leadership moved on; this unit only follows Sentinel's word
     )
     state = ctx.run(ctx.on.pebble_custom_notice(container, notice), state)
 

@@ -1,0 +1,172 @@
+"""HA claims on `redis-k8s-local`: faults under a continuous writer, then the same end state.
+
+Each scenario starts a fresh 3-unit cluster (down-after 2 s; update-status only
+every hour, so what the charm learns it learns from Pebble notices and checks),
+runs a `Writer` through the fault, and ends with `assert_converged`: one master,
+replicas linked and caught up, every sentinel naming it with no ghosts, the
+charm's records and statuses agreeing. Acknowledged writes must all be present
+unless the scenario states a bound for the ones that may be lost, and asserts it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis_k8s_local import cli
+
+from tests.integration.cluster_support import (
+    COMMAND,
+    SETTLE_TIMEOUT_S,
+    Writer,
+    assert_converged,
+    local,
+    monitored,
+    redis_of,
+    status,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+if os.geteuid() != 0 or cli.missing_prerequisites():
+    pytest.skip(
+        f"the local cluster needs root and: {cli.missing_prerequisites()} (bash .ci/setup)",
+        allow_module_level=True,
+    )
+
+DOWN_AFTER_MS = 2000
+ASYNC_REPLICATION_WINDOW_S = 0.5
+"""A write acknowledged this shortly before the primary froze may not have reached a replica."""
+
+
+@pytest.fixture
+def cluster() -> Iterator[None]:
+    local("down", timeout=120)
+    try:
+        local(
+            "up",
+            "--units",
+            "3",
+            "--update-status-interval",
+            "3600",
+            "--config",
+            f"sentinel-down-after-ms={DOWN_AFTER_MS}",
+            "--timeout",
+            str(SETTLE_TIMEOUT_S),
+        )
+        yield
+    finally:
+        subprocess.run([str(COMMAND), "down"], capture_output=True, timeout=180, check=False)
+
+
+def addresses() -> list[str]:
+    return [u["address"] for u in status()["units"]]
+
+
+def sentinel_names_other_than(old: dict) -> bool:
+    """A sentinel of another unit names a primary other than ``old``."""
+    others = [u for u in status()["units"] if u["name"] != old["name"]]
+    return any(monitored(u)[0]["ip"] != old["hostname"] for u in others)
+
+
+def writes_continue(writer: Writer, after: float) -> bool:
+    """The writer had a write acknowledged after ``after`` (monotonic time)."""
+    return any(t > after for t in list(writer.acknowledged.values())[-50:])
+
+
+def dispatched(unit: str, hook: str) -> bool:
+    """The unit's dispatch log shows ``hook`` was run."""
+    log = cli.state_dir() / "logs" / f"{unit.replace('/', '-')}.dispatch.log"
+    return f" {hook}\n" in log.read_text()
+
+
+def test_primary_frozen_past_down_after_fails_over_and_rejoins_as_replica(cluster):
+    old = assert_converged(3)
+    with Writer(addresses()) as writer:
+        frozen_at = time.monotonic()
+        local("freeze", old["name"])
+        wait_for("Sentinel to fail over", lambda: sentinel_names_other_than(old), timeout=30)
+        wait_for("writes to the new primary", lambda: writes_continue(writer, frozen_at), 30)
+        local("thaw", old["name"])
+        time.sleep(0.5)  # let the writer keep going a moment after the thaw
+    new = assert_converged(3)
+    assert new["name"] != old["name"]
+    assert any(dispatched(u["name"], "sentinel-pebble-custom-notice") for u in status()["units"])
+    report = writer.report(new)
+    print(f"frozen primary: {report}")
+    late = [
+        i for i in report.lost if writer.acknowledged[i] < frozen_at - ASYNC_REPLICATION_WINDOW_S
+    ]
+    assert late == [], f"lost writes acknowledged well before the freeze: {late[:10]}"
+
+
+def test_primary_pod_deleted_fails_over_and_comes_back_as_a_replica_with_its_data(cluster):
+    old = assert_converged(3)
+    with Writer(addresses()) as writer:
+        deleted_at = time.monotonic()
+        local("delete-pod", old["name"])
+        wait_for("Sentinel to fail over", lambda: sentinel_names_other_than(old), timeout=30)
+        wait_for("writes to the new primary", lambda: writes_continue(writer, deleted_at), 30)
+    new = assert_converged(3)
+    assert new["name"] != old["name"]
+    report = writer.report(new)
+    print(f"deleted primary pod: {report}")
+    late = [
+        i for i in report.lost if writer.acknowledged[i] < deleted_at - ASYNC_REPLICATION_WINDOW_S
+    ]
+    assert late == [], f"lost writes acknowledged well before the deletion: {late[:10]}"
+    assert redis_of(old).dbsize() == redis_of(new).dbsize()  # it came back with the data
+
+
+def test_redis_killed_on_the_primary_with_aof_restarts_in_place_losing_nothing(cluster):
+    old = assert_converged(3)
+    with Writer(addresses()) as writer:
+        local("kill", old["name"], "--service", "redis")
+        killed_at = time.monotonic()
+        wait_for("writes after the kill", lambda: writes_continue(writer, killed_at + 1), 30)
+    new = assert_converged(3)
+    assert new["name"] == old["name"], "Pebble restarted it before Sentinel's down-after"
+    report = writer.report(new)
+    print(f"redis SIGKILL with AOF: {report}")
+    assert report.lost == [], report
+
+
+def test_planned_switchover_to_a_named_replica_loses_nothing(cluster):
+    old = assert_converged(3)
+    leader = next(u for u in status()["units"] if u["leader"])
+    target = next(u for u in status()["units"] if u["name"] != old["name"])
+    with Writer(addresses()) as writer:
+        local("run", leader["name"], "switchover", f"target={target['name']}")
+        wait_for(
+            "Sentinel to name the target",
+            lambda: monitored(target)[0]["ip"] == target["hostname"],
+            timeout=60,
+        )
+        switched_at = time.monotonic()
+        wait_for("writes to the new primary", lambda: writes_continue(writer, switched_at), 30)
+    new = assert_converged(3)
+    assert new["name"] == target["name"]
+    report = writer.report(new)
+    print(f"planned switchover: {report}")
+    assert report.lost == [], report
+
+
+def test_removing_the_primary_hands_over_first_and_loses_nothing(cluster):
+    old = assert_converged(3)
+    with Writer(addresses()) as writer:
+        local("remove-unit", old["name"])
+        wait_for("the unit to go", lambda: len(status()["units"]) == 2, SETTLE_TIMEOUT_S)
+        gone_at = time.monotonic()
+        wait_for("writes after the removal", lambda: writes_continue(writer, gone_at), 30)
+    local("wait", "--timeout", str(SETTLE_TIMEOUT_S))
+    new = assert_converged(2)
+    assert new["name"] != old["name"]
+    report = writer.report(new)
+    print(f"primary removed: {report}")
+    assert report.lost == [], report
+    assert not Path(cli.state_dir() / "pods" / old["name"].replace("/", "-")).exists()
