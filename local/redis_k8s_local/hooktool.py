@@ -185,9 +185,7 @@ def relation_ids(ctx: Context, args: list[str]) -> int:
     no_more(positionals[1:])
     relations = ctx.store.read().get("relations", {})
     ids = sorted(
-        int(i)
-        for i, r in relations.items()
-        if r["endpoint"] == endpoint and sees(ctx.unit, r)
+        int(i) for i, r in relations.items() if r["endpoint"] == endpoint and sees(ctx.unit, r)
     )
     emit([f"{endpoint}:{i}" for i in ids], options)
     return 0
