@@ -276,9 +276,18 @@ def unfenced(s: UnitStep) -> bool:
 
 
 def not_replicating(s: UnitStep) -> bool:
-    """This unit should replicate but redis-server is down or replicates from another unit."""
+    """redis-server is down, or replicates from another unit than the one Sentinel confirms.
+
+    A running redis whose role differs is re-configured only when this unit's
+    sentinel names the primary it follows: while Sentinel names nobody (it is
+    failing over, or sees the primary down) the difference may be Sentinel's own
+    doing (a promotion), and re-imposing the old role would fight it.
+    """
     obs = s.input.observation
-    return not obs.redis_up or obs.role is not Role.SLAVE or obs.master_host != s.facts.following
+    if not obs.redis_up:
+        return True
+    differs = obs.role is not Role.SLAVE or obs.master_host != s.facts.following
+    return differs and sentinel_names(s) == s.facts.following
 
 
 def not_master(s: UnitStep) -> bool:

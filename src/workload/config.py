@@ -169,6 +169,7 @@ def render_redis_conf(
     primary = FENCE_PRIMARY if fenced else replica_of
     lines = [
         f"bind {_checked_name(bind)}",
+        *_source_address(bind),
         f"port {_checked_port(port)}",
         "protected-mode no",
         "daemonize no",
@@ -244,6 +245,7 @@ def render_sentinel_conf(
     name = _checked_name(master_name)
     lines = [
         f"bind {_checked_name(bind)}",
+        *_source_address(bind),
         f"port {_checked_port(port)}",
         "protected-mode no",
         "daemonize no",
@@ -284,6 +286,16 @@ def render_sentinel_secrets(
 def sentinel_file_text(conf: str, secrets: str) -> str:
     """Return the first sentinel.conf to write (mode 0600); sentinel owns it from then on."""
     return conf + secrets
+
+
+def _source_address(bind: str) -> list[str]:
+    """Connect out from the address listened on (to the primary, to other sentinels).
+
+    Without it the kernel picks the source address, which on one machine with a
+    loopback address per unit is 127.0.0.1 for every unit, and a partition of
+    one unit's address would not cut its own connections.
+    """
+    return [] if bind in ("0.0.0.0", "*", "::") else [f"bind-source-addr {bind}"]
 
 
 def _persistence_lines(persistence: Persistence) -> list[str]:

@@ -207,9 +207,13 @@ class Workload:
             return {"sentinel_up": True}
         generation = max(g for g in ours if g is not None)
         newest = ours[generation]
+        # While this sentinel sees the primary down or runs a failover, what it names
+        # is about to change (during a failover it may show the new epoch with the
+        # old address): it names nobody rather than a primary to go back to.
+        settled = newest.link_ok and not newest.failover_in_progress
         return {
             "sentinel_up": True,
-            "sentinel_primary": self.addressing.unit_of(newest.host),
+            "sentinel_primary": self.addressing.unit_of(newest.host) if settled else None,
             "sentinel_epoch": newest.config_epoch,
             "sentinel_generation": generation,
             "sentinels_seen": newest.other_sentinels,

@@ -6,6 +6,7 @@ runs a `Writer` through the fault, and ends with `assert_converged`: one master,
 replicas linked and caught up, every sentinel naming it with no ghosts, the
 charm's records and statuses agreeing. Acknowledged writes must all be present
 unless the scenario states a bound for the ones that may be lost, and asserts it.
+With ``KEEP_CLUSTER=1`` the last cluster is left running for a look at its logs.
 """
 
 from __future__ import annotations
@@ -44,8 +45,7 @@ ASYNC_REPLICATION_WINDOW_S = 0.5
 """A write acknowledged this shortly before the primary froze may not have reached a replica."""
 
 
-@pytest.fixture
-def cluster() -> Iterator[None]:
+def deployed(*config: str) -> Iterator[None]:
     local("down", timeout=120)
     try:
         local(
@@ -56,12 +56,24 @@ def cluster() -> Iterator[None]:
             "3600",
             "--config",
             f"sentinel-down-after-ms={DOWN_AFTER_MS}",
+            *config,
             "--timeout",
             str(SETTLE_TIMEOUT_S),
         )
         yield
     finally:
-        subprocess.run([str(COMMAND), "down"], capture_output=True, timeout=180, check=False)
+        if not os.environ.get("KEEP_CLUSTER"):
+            subprocess.run([str(COMMAND), "down"], capture_output=True, timeout=180, check=False)
+
+
+@pytest.fixture
+def cluster() -> Iterator[None]:
+    yield from deployed()
+
+
+@pytest.fixture
+def cluster_without_persistence() -> Iterator[None]:
+    yield from deployed("persistence=none")
 
 
 def addresses() -> list[str]:
@@ -170,3 +182,84 @@ def test_removing_the_primary_hands_over_first_and_loses_nothing(cluster):
     print(f"primary removed: {report}")
     assert report.lost == [], report
     assert not Path(cli.state_dir() / "pods" / old["name"].replace("/", "-")).exists()
+
+
+def test_a_replica_pod_restart_resyncs_without_a_failover(cluster):
+    primary = assert_converged(3)
+    replica = next(u for u in status()["units"] if u["name"] != primary["name"])
+    with Writer(addresses()) as writer:
+        local("delete-pod", replica["name"])
+        wait_for(
+            "the replica to serve again",
+            lambda: redis_of(replica).info("replication")["master_link_status"] == "up",
+            timeout=60,
+        )
+    final = assert_converged(3)
+    assert final["name"] == primary["name"], "a replica restart must not fail over"
+    report = writer.report(final)
+    print(f"replica pod restarted: {report}")
+    assert report.lost == [], report
+
+
+def test_scale_up_after_a_failover_gives_quorum_3_and_data_on_the_new_unit(cluster):
+    old = assert_converged(3)
+    local("freeze", old["name"])
+    wait_for("Sentinel to fail over", lambda: sentinel_names_other_than(old), timeout=30)
+    local("thaw", old["name"])
+    first = assert_converged(3)
+    redis_of(first).set("before-scale-up", "kept")
+    local("add-unit")
+    local("wait", "--timeout", str(SETTLE_TIMEOUT_S))
+    final = assert_converged(4)
+    assert final["name"] == first["name"]
+    new = status()["units"][-1]
+    assert redis_of(new).get("before-scale-up") == b"kept"
+
+
+def test_the_primary_partitioned_from_the_majority_loses_only_writes_within_the_lag_bound(
+    cluster,
+):
+    """The isolated primary keeps acknowledging writes until it has no replica within lag.
+
+    Clients on the host still reach it (the partition cuts the pods from each
+    other, not from clients), so writes it acknowledges after the cut are lost
+    when it rejoins as a replica: at most those of `min-replicas-max-lag` (10 s)
+    plus the replicas' last acknowledgement (up to 1 s).
+    """
+    old = assert_converged(3)
+    max_lag_s = 10 + 1
+    with Writer(addresses()) as writer:
+        cut_at = time.monotonic()
+        local("partition", old["name"])
+        wait_for("the majority to fail over", lambda: sentinel_names_other_than(old), 30)
+        wait_for("writes to the new primary", lambda: writes_continue(writer, cut_at + 3), 60)
+        local("heal")
+        healed_at = time.monotonic()
+        wait_for("writes after the heal", lambda: writes_continue(writer, healed_at + 1), 60)
+    final = assert_converged(3)
+    assert final["name"] != old["name"]
+    report = writer.report(final)
+    print(f"primary partitioned: {report}")
+    outside = [
+        i
+        for i in report.lost
+        if not cut_at - ASYNC_REPLICATION_WINDOW_S <= writer.acknowledged[i] <= cut_at + max_lag_s
+    ]
+    assert outside == [], f"lost writes outside the min-replicas-max-lag window: {outside[:10]}"
+
+
+def test_a_killed_primary_with_persistence_off_never_empties_the_replicas(
+    cluster_without_persistence,
+):
+    old = assert_converged(3)
+    redis_of(old).set("must-survive", "yes")
+    wait_for(
+        "the key on every replica",
+        lambda: all(redis_of(u).get("must-survive") == b"yes" for u in status()["units"]),
+    )
+    local("kill", old["name"], "--service", "redis")
+    wait_for("Sentinel to fail over", lambda: sentinel_names_other_than(old), timeout=30)
+    final = assert_converged(3)
+    assert final["name"] != old["name"], "Pebble must not restart an empty primary in place"
+    for unit in status()["units"]:
+        assert redis_of(unit).get("must-survive") == b"yes", unit["name"]

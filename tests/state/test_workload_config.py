@@ -346,7 +346,7 @@ def test_sentinel_conf_options():
         client_reconfig_script="/usr/local/bin/on-failover",
     )
     lines = directives(text)
-    assert lines[:2] == ["bind 127.0.0.2", "port 26380"]
+    assert lines[:3] == ["bind 127.0.0.2", "bind-source-addr 127.0.0.2", "port 26380"]
     assert "sentinel monitor cache redis-k8s-0.redis-k8s-endpoints 6379 3" in lines
     assert "sentinel down-after-milliseconds cache 1500" in lines
     assert "sentinel failover-timeout cache 9000" in lines
