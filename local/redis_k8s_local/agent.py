@@ -640,8 +640,3 @@ def _unit_facts(databag: dict[str, str]) -> dict[str, str]:
     except (json.JSONDecodeError, AttributeError):
         return {}
     return {"state": str(current.get("state", "")), "role": str(current.get("role", "unknown"))}
-
-
-def snapshot(doc: dict) -> dict:
-    """A deep copy of a store document (for comparisons)."""
-    return copy.deepcopy(doc)
