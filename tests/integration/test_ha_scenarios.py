@@ -43,6 +43,8 @@ if os.geteuid() != 0 or cli.missing_prerequisites():
 DOWN_AFTER_MS = 2000
 ASYNC_REPLICATION_WINDOW_S = 0.5
 """A write acknowledged this shortly before the primary froze may not have reached a replica."""
+KILL_DOWN_AFTER_MS = 5000
+"""For the SIGKILL scenario: Pebble restarts redis in about 1 s (backoff 1 s), far inside it."""
 
 
 def deployed(*config: str) -> Iterator[None]:
@@ -74,6 +76,12 @@ def cluster() -> Iterator[None]:
 @pytest.fixture
 def cluster_without_persistence() -> Iterator[None]:
     yield from deployed("persistence=none")
+
+
+@pytest.fixture
+def cluster_with_default_down_after() -> Iterator[None]:
+    """A down-after Pebble's restart of a killed redis beats even on a loaded machine."""
+    yield from deployed(f"sentinel-down-after-ms={KILL_DOWN_AFTER_MS}")
 
 
 def addresses() -> list[str]:
@@ -135,7 +143,9 @@ def test_primary_pod_deleted_fails_over_and_comes_back_as_a_replica_with_its_dat
     assert redis_of(old).dbsize() == redis_of(new).dbsize()  # it came back with the data
 
 
-def test_redis_killed_on_the_primary_with_aof_restarts_in_place_losing_nothing(cluster):
+def test_redis_killed_on_the_primary_with_aof_restarts_in_place_losing_nothing(
+    cluster_with_default_down_after,
+):
     old = assert_converged(3)
     with Writer(addresses()) as writer:
         local("kill", old["name"], "--service", "redis")
