@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import threading
 import time
@@ -23,13 +24,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
 import redis
+from redis_k8s_local import cli
 
 T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[2]
 COMMAND = REPO / ".venv" / "bin" / "redis-k8s-local"
 SETTLE_TIMEOUT_S = 240
+
+
+def skip_without_local_cluster() -> None:
+    """Skip the calling test module where no local cluster can run (not root, not set up)."""
+    missing = cli.missing_prerequisites()
+    if os.geteuid() != 0 or missing:
+        pytest.skip(
+            f"the local cluster needs root and: {missing} (bash .ci/setup)",
+            allow_module_level=True,
+        )
 
 
 def local(*args: str, timeout: float = SETTLE_TIMEOUT_S + 60) -> str:

@@ -8,16 +8,16 @@ process is killed when its test ends, passed or failed (stopped ones are resumed
 first). No mocks: what the tests see is what the charm's hooks will see.
 """
 
+import functools
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +26,7 @@ import pytest
 import redis
 
 from machine.types import HANDOVER_COMPLETED
+from tests.integration import polling
 from workload.admin import (
     RedisAdmin,
     SentinelAdmin,
@@ -67,25 +68,12 @@ REDIS_TEST_ARGS = ["--repl-diskless-sync-delay", "0"]
 """Full syncs start at once instead of after 5 s: only to keep the tests quick."""
 
 
-def wait_until(condition: Callable[[], T | None], what: str, timeout: float = 10.0) -> T:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = condition()
-        except (WorkloadUnreachable, redis.RedisError):
-            result = None
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up after {timeout} s waiting for: {what}")
-        time.sleep(0.05)
+wait_until = functools.partial(
+    polling.wait_until, retry_on=(WorkloadUnreachable, redis.RedisError)
+)
 
 
-def free_port(address: str) -> int:
-    with socket.socket() as probe:
-        probe.bind((address, 0))
-        return probe.getsockname()[1]
+free_port = polling.free_port
 
 
 @dataclass

@@ -28,17 +28,14 @@ from tests.integration.cluster_support import (
     local,
     monitored,
     redis_of,
+    skip_without_local_cluster,
     status,
     wait_for,
 )
 
 pytestmark = pytest.mark.integration
 
-if os.geteuid() != 0 or cli.missing_prerequisites():
-    pytest.skip(
-        f"the local cluster needs root and: {cli.missing_prerequisites()} (bash .ci/setup)",
-        allow_module_level=True,
-    )
+skip_without_local_cluster()
 
 DOWN_AFTER_MS = 2000
 ASYNC_REPLICATION_WINDOW_S = 0.5

@@ -8,7 +8,6 @@ every wait is bounded.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -25,17 +24,14 @@ from tests.integration.cluster_support import (
     local,
     monitored,
     redis_of,
+    skip_without_local_cluster,
     status,
     wait_for,
 )
 
 pytestmark = pytest.mark.integration
 
-if os.geteuid() != 0 or cli.missing_prerequisites():
-    pytest.skip(
-        f"the local cluster needs root and: {cli.missing_prerequisites()} (bash .ci/setup)",
-        allow_module_level=True,
-    )
+skip_without_local_cluster()
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ Needs root, ``unshare``, ``nsenter``, ``iptables``, redis and Pebble (``bash .ci
 
 from __future__ import annotations
 
+import functools
 import os
 import pwd
 import shutil
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -27,6 +28,7 @@ import redis
 from ops import pebble
 from redis_k8s_local.pods import HOSTS_FILE, MOUNT_POINTS, PodError, Pods, PodSpec, pod_spec
 
+from tests.integration import polling
 from workload.layers import PRIMARY_SWITCH_NOTICE, PrimarySwitch, primary_switch_script
 
 pytestmark = pytest.mark.integration
@@ -62,18 +64,10 @@ if _MISSING:
 PEBBLE = Path(_PEBBLE)
 
 
-def wait_until(condition: Callable[[], T | None], what: str, timeout: float = 10.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = condition()
-        except (redis.ConnectionError, redis.TimeoutError, pebble.ConnectionError, OSError):
-            result = None
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up after {timeout} s waiting for: {what}")
-        time.sleep(0.05)
+wait_until = functools.partial(
+    polling.wait_until,
+    retry_on=(redis.ConnectionError, redis.TimeoutError, pebble.ConnectionError, OSError),
+)
 
 
 def host_state_of_ours(state_dir: Path, tag: str) -> list[str]:

@@ -17,10 +17,10 @@ Pebble is found on PATH, then where ``.ci/setup`` builds it
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import time
@@ -33,6 +33,7 @@ import pytest
 import redis
 from ops import pebble
 
+from tests.integration import polling
 from workload.config import (
     CharmConfig,
     render_redis_conf,
@@ -103,27 +104,18 @@ class CheckTimings(TypedDict, total=False):
 FAST_CHECK = CheckTimings(check_period_s=1, check_timeout_s=2, check_threshold=2)
 
 
-def wait_until(condition: Callable[[], T | None], what: str, timeout: float = 10.0) -> T:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = condition()
-        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
-            result = None
-        except pebble.ConnectionError:  # its socket is not there yet
-            result = None
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up after {timeout} s waiting for: {what}")
-        time.sleep(0.05)
+wait_until = functools.partial(
+    polling.wait_until,
+    retry_on=(
+        redis.ConnectionError,
+        redis.TimeoutError,
+        redis.BusyLoadingError,
+        pebble.ConnectionError,  # its socket is not there yet
+    ),
+)
 
 
-def free_port(address: str) -> int:
-    with socket.socket() as probe:
-        probe.bind((address, 0))
-        return probe.getsockname()[1]
+free_port = polling.free_port
 
 
 def write_private(path: Path, text: str, mode: int = 0o600) -> None:

@@ -6,12 +6,12 @@ files ``workload.config`` renders, the way the charm will write them. Passwords
 hold spaces, quotes and backslashes so redis' own parser checks the quoting.
 """
 
+import functools
 import os
 import shutil
 import socket
 import stat
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import pytest
 import redis
 
+from tests.integration import polling
 from workload.config import (
     FENCE_PRIMARY,
     CharmConfig,
@@ -58,19 +59,10 @@ NON_DEFAULT = CharmConfig(
 )
 
 
-def wait_until(condition: Callable[[], T], what: str, timeout: float = 10.0) -> T:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = condition()
-        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
-            result = None
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up after {timeout} s waiting for: {what}")
-        time.sleep(0.05)
+wait_until = functools.partial(
+    polling.wait_until,
+    retry_on=(redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError),
+)
 
 
 def free_ports(address: str, count: int) -> list[int]:
