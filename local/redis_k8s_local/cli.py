@@ -246,8 +246,8 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 
 def cmd_fault(args: argparse.Namespace) -> int:
-    if args.command == "kill":
-        call("kill", unit=args.unit, service=args.service)
+    if args.command in ("kill", "freeze", "thaw"):
+        call(args.command, unit=args.unit, service=args.service)
     elif args.command == "delete-pod":
         call("delete-pod", unit=args.unit, down_for=args.down_for)
     else:
@@ -329,14 +329,17 @@ def build_parser() -> argparse.ArgumentParser:
     wait = sub.add_parser("wait", help="wait until settled")
     wait.add_argument("--timeout", type=float, default=300)
     wait.set_defaults(func=cmd_wait)
-    kill = sub.add_parser("kill", help="SIGKILL a unit's redis-server or sentinel")
-    kill.add_argument("unit")
-    kill.add_argument("--service", choices=("redis", "sentinel"), default="redis")
-    kill.set_defaults(func=cmd_fault)
+    for name, text in (
+        ("kill", "SIGKILL a unit's redis-server (or redis-sentinel); Pebble restarts it"),
+        ("freeze", "SIGSTOP a unit's redis-server (or redis-sentinel): down until thawed"),
+        ("thaw", "SIGCONT what freeze stopped"),
+    ):
+        signal_fault = sub.add_parser(name, help=text)
+        signal_fault.add_argument("unit")
+        signal_fault.add_argument("--service", choices=("redis", "sentinel"), default="redis")
+        signal_fault.set_defaults(func=cmd_fault)
     for name, text in (
         ("delete-pod", "the unit's pod dies and comes back with its storage"),
-        ("freeze", "SIGSTOP the unit's redis-server"),
-        ("thaw", "SIGCONT the unit's redis-server"),
         ("partition", "cut the unit's address off from every other unit"),
     ):
         fault = sub.add_parser(name, help=text)

@@ -105,11 +105,11 @@ class Handlers:
     def delete_pod(self, unit: str, down_for: float = 5.0) -> None:
         self.agent.delete_pod(unit, down_for)
 
-    def freeze(self, unit: str) -> None:
-        self.agent.pods.freeze(self.agent.units[unit].spec)
+    def freeze(self, unit: str, service: str = "redis") -> None:
+        self.agent.pods.freeze(self.agent.units[unit].spec, service)
 
-    def thaw(self, unit: str) -> None:
-        self.agent.pods.thaw(self.agent.units[unit].spec)
+    def thaw(self, unit: str, service: str = "redis") -> None:
+        self.agent.pods.thaw(self.agent.units[unit].spec, service)
 
     def partition(self, unit: str) -> None:
         spec = self.agent.units[unit].spec

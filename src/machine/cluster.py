@@ -425,8 +425,13 @@ def serve(s: ClusterStep) -> None:
 
 
 def start_reset_wave(s: ClusterStep) -> None:
-    """A unit left: reset every remaining sentinel, one at a time, lowest number first."""
-    left = {s.input.subject} if s.input.subject is not None else set()
+    """A unit left: reset every remaining sentinel, one at a time, lowest number first.
+
+    Only a subject that is no longer a member left: the same row also starts the
+    wave for departures remembered earlier, on an event about a present peer.
+    """
+    subject = s.input.subject
+    left = {subject} if subject is not None and subject not in s.facts.members else set()
     departed = tuple(sorted(set(s.facts.departed) | left, key=unit_number))
     s.update(
         departed=departed,

@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Self
 
@@ -546,6 +546,7 @@ def planned_switchover(
     catch_up_s: float = 2.0,
     switch_s: float = 8.0,
     priority_s: float = 3.0,
+    max_candidates: int = 2,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> str:
@@ -581,9 +582,13 @@ def planned_switchover(
     7. In every outcome: release the writes, restore the PING period, the
        priorities and the Sentinel's INFO period.
 
-    Every wait from step 3 on ends before the pause would expire by itself, so the
-    call takes at most ``priority_s + pause_ms / 1000``, plus a few command timeouts
-    if a server stops answering mid-way.
+    Every wait from step 3 on ends before the pause would expire by itself, so an
+    attempt takes at most ``priority_s + pause_ms / 1000``, plus a few command
+    timeouts if a server stops answering mid-way.
+
+    With no ``target``, a failed attempt that did not reach ``SENTINEL FAILOVER``
+    is tried again with the next best replica, up to ``max_candidates`` replicas
+    in all: the best one may be going away itself (two units removed at once).
 
     Returns:
         ``HANDOVER_COMPLETED`` when the Sentinel names the target and the old primary
@@ -591,20 +596,31 @@ def planned_switchover(
         primary did not move. Expected failures (no replica, a lagging replica, a
         refusing or slow Sentinel, an unreachable server) never raise.
     """
-    switchover = _Switchover(primary, sentinel, master_name, replicas, clock, sleep)
-    started = clock()
-    try:
-        outcome = switchover.run(target, pause_ms, catch_up_s, switch_s, priority_s)
-    except WorkloadUnreachable as error:
-        outcome = f"switchover stopped: {error}"
-    logger.info(
-        "switchover of %s: %s in %.2f s, writes held %.2f s",
-        master_name,
-        outcome,
-        clock() - started,
-        switchover.held_s,
-    )
-    return outcome[:REASON_MAX_CHARS]
+    tried: set[str] = set()
+    while True:
+        switchover = _Switchover(primary, sentinel, master_name, replicas, clock, sleep)
+        started = clock()
+        try:
+            outcome = switchover.run(target, pause_ms, catch_up_s, switch_s, priority_s, tried)
+        except WorkloadUnreachable as error:
+            outcome = f"switchover stopped: {error}"
+        logger.info(
+            "switchover of %s: %s in %.2f s, writes held %.2f s",
+            master_name,
+            outcome,
+            clock() - started,
+            switchover.held_s,
+        )
+        chosen = switchover.chosen
+        if (
+            outcome == HANDOVER_COMPLETED
+            or target is not None
+            or chosen is None
+            or switchover.failover_requested
+            or len(tried) + 1 >= max_candidates
+        ):
+            return outcome[:REASON_MAX_CHARS]
+        tried.add(chosen.host)  # gone meanwhile (leaving too?): the next best one
 
 
 class _Switchover:
@@ -629,6 +645,8 @@ class _Switchover:
         self.saved_info_period_ms: int | None = None
         self.saved_ping_period: str | None = None
         self.paused_at: float | None = None
+        self.chosen: ReplicaLink | None = None
+        self.failover_requested = False
         self.held_s = 0.0
         """How long writes were held on the old primary (pause to unpause)."""
 
@@ -639,10 +657,12 @@ class _Switchover:
         catch_up_s: float,
         switch_s: float,
         priority_s: float,
+        exclude: Collection[str] = (),
     ) -> str:
-        chosen = self.choose_target(target)
+        chosen = self.choose_target(target, exclude)
         if isinstance(chosen, str):
             return chosen
+        self.chosen = chosen
         try:
             if reason := self.prefer_only(chosen, priority_s):
                 return reason
@@ -651,6 +671,7 @@ class _Switchover:
             if reason := self.catch_up(chosen, min(catch_up_s, release_by - self.clock())):
                 return reason
             try:
+                self.failover_requested = True
                 self.sentinel.failover(self.master_name)
             except WorkloadRefused as refusal:
                 return f"sentinel refused the failover: {_after_refused(refusal)}"
@@ -661,15 +682,19 @@ class _Switchover:
         finally:
             self.undo()
 
-    def choose_target(self, target: str | None) -> ReplicaLink | str:
-        """The replica to hand over to, or why there is none."""
+    def choose_target(self, target: str | None, exclude: Collection[str]) -> ReplicaLink | str:
+        """The replica to hand over to (never one of ``exclude``), or why there is none."""
         synced = [r for r in self.primary.replication().replicas if r.online]
         if target is not None:
             link = next((r for r in synced if r.host == target), None)
             if link is None:
                 return f"{target} is not a synced replica of the primary"
-        elif candidates := [r for r in synced if r.host in self.replicas]:
+        elif candidates := [r for r in synced if r.host in self.replicas.keys() - exclude]:
             link = max(candidates, key=lambda r: r.offset)
+        elif exclude:
+            return (
+                f"no other connected replica to hand over to (tried {', '.join(sorted(exclude))})"
+            )
         else:
             return "no connected replica to hand over to"
         if link.host not in self.replicas:

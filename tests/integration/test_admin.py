@@ -712,3 +712,29 @@ def test_switchover_to_a_frozen_replica_gives_a_reason_and_releases_writes(monit
     assert took < 5.0
     assert old.sentinel().primary_address(MASTER_NAME) == (old.address, old.redis_port)
     assert old.client(timeout=1).set("right-after", 1)
+
+
+def test_switchover_without_a_target_moves_on_when_the_best_replica_cannot_take_over(
+    monitored: Cluster,
+):
+    """The replica it would pick first is frozen (say, a unit being removed at the same time)."""
+    old = monitored.primary
+    links = [r for r in old.admin().replication().replicas if r.online]
+    first_choice = max(links, key=lambda r: r.offset).host
+    frozen = next(u for u in monitored.units if u.address == first_choice)
+    other = next(u for u in monitored.units[1:] if u is not frozen)
+    monitored.signal(frozen, "redis", signal.SIGSTOP)
+    try:
+        outcome = planned_switchover(
+            old.admin(),
+            old.sentinel(),
+            MASTER_NAME,
+            {u.address: u.admin(timeout=0.5) for u in monitored.units[1:]},
+            None,
+        )
+    finally:
+        monitored.signal(frozen, "redis", signal.SIGCONT)
+    assert outcome == HANDOVER_COMPLETED
+    assert old.sentinel().primary_address(MASTER_NAME) == (other.address, other.redis_port)
+    with pytest.raises(redis.ReadOnlyError):
+        old.client().set("after", 1)

@@ -44,13 +44,13 @@ KILL_DOWN_AFTER_MS = 5000
 """For the SIGKILL scenario: Pebble restarts redis in about 1 s (backoff 1 s), far inside it."""
 
 
-def deployed(*config: str) -> Iterator[None]:
+def deployed(*config: str, units: int = 3) -> Iterator[None]:
     local("down", timeout=120)
     try:
         local(
             "up",
             "--units",
-            "3",
+            str(units),
             "--update-status-interval",
             "3600",
             "--config",
@@ -68,6 +68,11 @@ def deployed(*config: str) -> Iterator[None]:
 @pytest.fixture
 def cluster() -> Iterator[None]:
     yield from deployed()
+
+
+@pytest.fixture
+def four_units() -> Iterator[None]:
+    yield from deployed(units=4)
 
 
 @pytest.fixture
@@ -270,3 +275,88 @@ def test_a_killed_primary_with_persistence_off_never_empties_the_replicas(
     assert final["name"] != old["name"], "Pebble must not restart an empty primary in place"
     for unit in status()["units"]:
         assert redis_of(unit).get("must-survive") == b"yes", unit["name"]
+
+
+def test_all_pods_deleted_at_once_come_back_with_the_most_advanced_primary_and_all_data(
+    cluster,
+):
+    """Every pod dies in the same instant (a node loss); each comes back with its storage.
+
+    Redis writes the AOF to the kernel before it acknowledges, so the member
+    that was primary holds every acknowledged write and no member is more
+    advanced; whichever unit the cold start elects must hold every one of them
+    (an election of a less advanced member loses the last writes, and fails).
+    """
+    old = assert_converged(3)
+    units = status()["units"]
+    with Writer(addresses()) as writer:
+        wait_for("writes flowing", lambda: len(writer.acknowledged) > 50, timeout=30)
+        for unit in units:
+            local("delete-pod", unit["name"])
+        deleted_at = time.monotonic()
+        wait_for(
+            "writes after every pod came back",
+            lambda: writes_continue(writer, deleted_at + 5),
+            timeout=SETTLE_TIMEOUT_S,
+        )
+    local("wait", "--timeout", str(SETTLE_TIMEOUT_S))
+    new = assert_converged(3)
+    report = writer.report(new)
+    print(f"all pods deleted (primary before: {old['name']}, after: {new['name']}): {report}")
+    assert report.lost == [], report
+
+
+def test_removing_two_units_at_once_the_primary_among_them_loses_nothing(four_units):
+    old = assert_converged(4)
+    replica = next(u for u in status()["units"] if u["name"] != old["name"])
+    with Writer(addresses()) as writer:
+        local("remove-unit", old["name"], replica["name"])
+        wait_for("both units to go", lambda: len(status()["units"]) == 2, SETTLE_TIMEOUT_S)
+        gone_at = time.monotonic()
+        wait_for("writes after the removal", lambda: writes_continue(writer, gone_at), 30)
+    local("wait", "--timeout", str(SETTLE_TIMEOUT_S))
+    new = assert_converged(2)
+    assert new["name"] not in (old["name"], replica["name"])
+    report = writer.report(new)
+    print(f"primary and a replica removed together: {report}")
+    assert report.lost == [], report
+
+
+def test_a_sentinel_minority_cannot_fail_over_and_says_so_until_the_others_return(cluster):
+    """Two of three sentinels frozen (down to everyone): below quorum, nothing may fail over.
+
+    The one sentinel left sees the frozen primary down but alone is not a
+    quorum, so the primary stays; the application status says failover is
+    impossible. When the sentinels return the cluster is HA again, same primary.
+    """
+    primary = assert_converged(3)
+    replicas = [u for u in status()["units"] if u["name"] != primary["name"]]
+    with Writer(addresses()) as writer:
+        for unit in replicas:
+            local("freeze", unit["name"], "--service", "sentinel")
+        wait_for(
+            "the application status to say failover is impossible",
+            lambda: "failover impossible" in status()["app"]["message"],
+            timeout=60,
+        )
+        local("freeze", primary["name"])
+        frozen_at = time.monotonic()
+        held_s = 3 * DOWN_AFTER_MS / 1000
+        while time.monotonic() < frozen_at + held_s:  # long enough for a quorum to act
+            assert monitored(primary)[0]["ip"] == primary["hostname"], "a minority failed over"
+            time.sleep(0.5)
+        local("thaw", primary["name"])
+        thawed_at = time.monotonic()
+        wait_for("writes after the thaw", lambda: writes_continue(writer, thawed_at), 30)
+        for unit in replicas:
+            local("thaw", unit["name"], "--service", "sentinel")
+        wait_for(
+            "the application status to say HA again",
+            lambda: ", sentinel quorum 2/3" in status()["app"]["message"],
+            timeout=60,
+        )
+    final = assert_converged(3)
+    assert final["name"] == primary["name"]
+    report = writer.report(final)
+    print(f"sentinel minority: {report}")
+    assert report.lost == [], report

@@ -277,3 +277,28 @@ def test_corrupt_cluster_data_claims_no_primary_then_adopts_sentinels_view() -> 
     assert_settled_ha(world)
     assert world.cluster().primary == "redis-k8s/0"
     assert len(world.bootstraps) == 1, "never a second bootstrap"
+
+
+def test_departures_remembered_during_recovery_reset_only_the_units_that_left() -> None:
+    """Two units left while no primary was established (the primary and the leader among them).
+
+    The wave that resets them out starts on whatever event comes next, here a
+    relation-changed about a peer that stays: that peer must not be recorded as
+    departed too (the wave would wait for it forever).
+    """
+    world = deploy(3)
+    facts = world.cluster_journal().current.model_copy(
+        update={"state": ClusterState.NOT_HA, "departed": ("redis-k8s/3", "redis-k8s/4")}
+    )
+    pending = journal.fresh_cluster().model_copy(update={"base": facts, "current": facts})
+    after, _ = journal.step(
+        pending,
+        ClusterInput(
+            event=Event.PEER_RELATION_CHANGED,
+            leader="redis-k8s/0",
+            subject="redis-k8s/1",
+            members=tuple(world.reports()),
+        ),
+    )
+    assert after.current.state is ClusterState.RESETTING_SENTINELS
+    assert after.current.departed == ("redis-k8s/3", "redis-k8s/4")
