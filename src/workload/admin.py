@@ -10,7 +10,10 @@ Three rules hold for every call, because each runs inside a Juju hook:
 
 - **Bounded.** Connect and socket timeouts are short (2 s by default) and redis-py
   never retries, so an unreachable or frozen (SIGSTOP) peer costs one timeout, not a
-  hung hook. Nothing here waits longer than the bounds its caller passes.
+  hung hook. Clients given the same ``unresponsive`` set (the charm gives one per
+  hook) share what timed out: a server that did not answer once is not waited for
+  again in that hook, so a frozen redis costs a hook one timeout, not one per
+  command. Nothing here waits longer than the bounds its caller passes.
 - **One failure type.** Refused connections, timeouts, failed authentication,
   unexpected replies and error replies all raise ``WorkloadUnreachable`` (error
   replies as its subclass ``WorkloadRefused``), so a hook catches one type and
@@ -210,12 +213,15 @@ class _AdminClient:
         password: str | None = None,
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
+        unresponsive: set[tuple[str, int]] | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.timeout = timeout
         self._password = password
         self._connection: redis.Redis | None = None
+        self._unresponsive = unresponsive
+        """Servers that timed out, shared with the other clients of the same hook (if any)."""
 
     def __repr__(self) -> str:
         """Name the server, never the password."""
@@ -276,6 +282,8 @@ class _AdminClient:
         import redis.exceptions as errors  # already imported by _redis(), if reached
 
         command = _command_name(args)
+        if self._unresponsive is not None and (self.host, self.port) in self._unresponsive:
+            raise WorkloadUnreachable(self._failure_prefix(command) + "timed out earlier")
         try:
             return self._redis().execute_command(*args)
         except errors.DataError:
@@ -290,6 +298,10 @@ class _AdminClient:
         except (errors.RedisError, OSError) as error:
             failure = WorkloadUnreachable
             text = f"{type(error).__name__}: {self._scrubbed(str(error), secrets)}"
+            if self._unresponsive is not None and isinstance(
+                error, errors.TimeoutError | TimeoutError
+            ):
+                self._unresponsive.add((self.host, self.port))
         self.close()  # the next call starts from a fresh connection
         raise failure(self._failure_prefix(command) + text) from None
 
@@ -337,9 +349,10 @@ class RedisAdmin(_AdminClient):
         password: str | None = None,
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
+        unresponsive: set[tuple[str, int]] | None = None,
     ) -> None:
         """Prepare a connection to redis at ``host:port``; nothing connects until a call."""
-        super().__init__(host, port, password, timeout=timeout)
+        super().__init__(host, port, password, timeout=timeout, unresponsive=unresponsive)
 
     def replication(self) -> Replication:
         """Role, offset and links, from ``INFO replication``."""
@@ -410,9 +423,10 @@ class SentinelAdmin(_AdminClient):
         password: str | None = None,
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
+        unresponsive: set[tuple[str, int]] | None = None,
     ) -> None:
         """Prepare a connection to sentinel at ``host:port``; nothing connects until a call."""
-        super().__init__(host, port, password, timeout=timeout)
+        super().__init__(host, port, password, timeout=timeout, unresponsive=unresponsive)
 
     def monitored(self) -> dict[str, MonitoredPrimary]:
         """Every primary this Sentinel monitors, by name (``SENTINEL MASTERS``)."""

@@ -79,6 +79,13 @@ DATA_DIR = "/var/lib/redis/data"
 SENTINEL_DIR = "/var/lib/redis/sentinel"
 SENTINEL_CONF = f"{SENTINEL_DIR}/sentinel.conf"
 SWITCH_SCRIPT = f"{CONFIG_DIR}/notify-primary-switch"
+OWN_SERVER_TIMEOUT_S = 1.0
+"""Timeout of calls to this pod's own redis and sentinel (peers get ``admin``'s 2 s).
+
+Over the pod's loopback a healthy redis answers in well under a millisecond; a
+frozen one (the primary Sentinel is failing over, often on the leader's own
+pod) must not hold the hook that records the failover for long.
+"""
 SYNC_WAIT_S = 3.0
 """How long a hook waits for a replica it just configured to finish its sync."""
 RESET_WAIT_S = 5.0
@@ -136,6 +143,8 @@ class Workload:
         self._redis_admin = redis_admin or admin.RedisAdmin
         self._sentinel_admin = sentinel_admin or admin.SentinelAdmin
         self.handover: str | None = None
+        self.unresponsive: set[tuple[str, int]] = set()
+        """Servers that timed out in this hook: not waited for again (``workload.admin``)."""
         self.problems: list[str] = []
         """What could not be done in this hook, for the status and the log."""
 
@@ -144,12 +153,26 @@ class Workload:
     def redis_client(self, host: str | None = None) -> admin.RedisAdmin:
         """An admin client of this unit's redis (or of the redis at ``host``)."""
         password = self.passwords.admin if self.passwords else None
-        return self._redis_admin(host or self.addressing.own_host, REDIS_PORT, password)
+        if host is None or host == self.addressing.own_host:
+            return self._redis_admin(
+                self.addressing.own_host,
+                REDIS_PORT,
+                password,
+                timeout=OWN_SERVER_TIMEOUT_S,
+                unresponsive=self.unresponsive,
+            )
+        return self._redis_admin(host, REDIS_PORT, password, unresponsive=self.unresponsive)
 
     def sentinel_client(self) -> admin.SentinelAdmin:
         """An admin client of this unit's sentinel."""
         password = self.passwords.sentinel if self.passwords else None
-        return self._sentinel_admin(self.addressing.own_host, SENTINEL_PORT, password)
+        return self._sentinel_admin(
+            self.addressing.own_host,
+            SENTINEL_PORT,
+            password,
+            timeout=OWN_SERVER_TIMEOUT_S,
+            unresponsive=self.unresponsive,
+        )
 
     # ------------------------------------------------------------ observe
 

@@ -110,7 +110,8 @@ class Unit:
 class Cluster:
     """The units of one test, and every process they started."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, config: CharmConfig = CONFIG) -> None:
+        self.config = config
         self.units = []
         for number, address in enumerate(ADDRESSES):
             root = tmp_path / f"unit-{number}"
@@ -129,7 +130,7 @@ class Cluster:
         secrets = unit.root / "redis-secrets.conf"
         write_private(secrets, render_redis_secrets(ADMIN_PASSWORD, REPLICATION_PASSWORD))
         conf = render_redis_conf(
-            CONFIG,
+            self.config,
             hostname=unit.address,
             bind=unit.address,
             port=unit.redis_port,
@@ -155,7 +156,7 @@ class Cluster:
         """A sentinel per unit, each having found the replicas and the two other sentinels."""
         for unit in self.units:
             conf = render_sentinel_conf(
-                CONFIG,
+                self.config,
                 hostname=unit.address,
                 bind=unit.address,
                 port=unit.sentinel_port,
@@ -351,6 +352,30 @@ def test_frozen_redis_raises_within_the_timeout(replicated: Cluster):
     finally:
         replicated.signal(replica, "redis", signal.SIGCONT)
     assert connected.ping(), "a client that failed reconnects on its next call"
+
+
+def test_clients_sharing_a_hook_wait_for_a_frozen_redis_only_once(replicated: Cluster):
+    """A frozen redis costs a hook one timeout: later calls of the hook fail at once."""
+    replica, other = replicated.units[1], replicated.units[2]
+    unresponsive: set[tuple[str, int]] = set()
+    first = RedisAdmin(replica.address, replica.redis_port, ADMIN_PASSWORD, timeout=0.5,
+                       unresponsive=unresponsive)  # fmt: skip
+    replicated.signal(replica, "redis", signal.SIGSTOP)
+    try:
+        with pytest.raises(WorkloadUnreachable, match="Timeout"):
+            first.replication()
+        assert unresponsive == {(replica.address, replica.redis_port)}
+        again = RedisAdmin(replica.address, replica.redis_port, ADMIN_PASSWORD, timeout=0.5,
+                           unresponsive=unresponsive)  # fmt: skip
+        with pytest.raises(WorkloadUnreachable, match="timed out earlier"):
+            again.replication()
+        assert again.ping() is False
+        shared = RedisAdmin(other.address, other.redis_port, ADMIN_PASSWORD,
+                            unresponsive=unresponsive)  # fmt: skip
+        assert shared.ping(), "only the server that timed out is skipped"
+    finally:
+        replicated.signal(replica, "redis", signal.SIGCONT)
+    assert replica.admin().ping(), "a client of the next hook (a fresh set) asks again"
 
 
 def test_unreachable_and_wrong_password_never_show_a_password(replicated: Cluster):
