@@ -47,6 +47,7 @@ from redis_k8s_local.store import Store  # noqa: E402
 
 from tests.integration import cluster_support as support  # noqa: E402
 from tests.integration.test_admin import MASTER_NAME, Cluster  # noqa: E402
+from workload.admin import WorkloadUnreachable  # noqa: E402
 from workload.config import CharmConfig  # noqa: E402
 
 DOWN_AFTER_MS = 2000
@@ -67,7 +68,14 @@ def until(what: str, check: Callable[[], object], timeout: float = 120) -> float
         try:
             if check():
                 return time.monotonic()
-        except (redis.RedisError, OSError, KeyError, ValueError, AssertionError):
+        except (
+            redis.RedisError,
+            WorkloadUnreachable,
+            OSError,
+            KeyError,
+            ValueError,
+            AssertionError,
+        ):
             pass
         time.sleep(POLL_S)
     raise TimeoutError(f"{what}: not within {timeout} s")
