@@ -11,15 +11,18 @@ facts. No decision is taken here: they are all in ``src/machine``.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import secrets
 from collections.abc import Callable
 from typing import Any
 
 import ops
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from machine import journal
+from machine.clients import endpoints
 from machine.hook import leader_can_decide, report, run_cluster, run_unit
 from machine.types import (
     ClusterFacts,
@@ -31,9 +34,10 @@ from machine.types import (
     UnitInput,
     UnitState,
 )
+from relations import ALL_ENDPOINTS, ClientRelations
 from workload.addressing import Addressing
-from workload.config import CharmConfig
-from workload.workload import Passwords, Workload
+from workload.config import ADMIN_USER, CharmConfig
+from workload.workload import REDIS_PORT, SENTINEL_PORT, Passwords, Workload, master_name
 
 logger = logging.getLogger(__name__)
 # Every log record of a hook becomes a juju-log call (a process); the engine's
@@ -45,7 +49,13 @@ UNIT_JOURNAL_KEY = "unit-journal"
 CLUSTER_JOURNAL_KEY = "cluster-journal"
 SECRET_ID_KEY = "internal-secret-id"
 SECRET_LABEL = "internal-passwords"
-PASSWORD_FIELDS = ("admin-password", "replication-password", "sentinel-password")
+PASSWORD_FIELDS = (
+    "admin-password",
+    "replication-password",
+    "sentinel-password",
+    "client-password",
+)
+HISTORY_MAX = 50
 
 
 def events(charm: ops.CharmBase) -> dict[str, tuple[ops.BoundEvent, Event]]:
@@ -78,6 +88,13 @@ def events(charm: ops.CharmBase) -> dict[str, tuple[ops.BoundEvent, Event]]:
         on["data"].storage_detaching: Event.STORAGE_DETACHING,
         on.switchover_action: Event.SWITCHOVER_ACTION,
     }
+    for endpoint in ALL_ENDPOINTS:
+        relation_events = on[endpoint]
+        table[relation_events.relation_created] = Event.CLIENT_RELATION_CHANGED
+        table[relation_events.relation_joined] = Event.CLIENT_RELATION_CHANGED
+        table[relation_events.relation_changed] = Event.CLIENT_RELATION_CHANGED
+        table[relation_events.relation_departed] = Event.CLIENT_RELATION_CHANGED
+        table[relation_events.relation_broken] = Event.CLIENT_RELATION_BROKEN
     return {bound.event_kind: (bound, kind) for bound, kind in table.items()}
 
 
@@ -92,6 +109,9 @@ class RedisK8sCharm(ops.CharmBase):
             framework.observe(bound_event, self._on_event)
         framework.observe(self.on.collect_unit_status, self._on_collect_unit_status)
         framework.observe(self.on.collect_app_status, self._on_collect_app_status)
+        framework.observe(self.on.describe_cluster_action, self._on_describe_cluster_action)
+        framework.observe(self.on.history_action, self._on_history_action)
+        framework.observe(self.on.credentials_action, self._on_credentials_action)
         self.problems: list[str] = []
         self.config_error: str | None = None
         self.refusal: str | None = None
@@ -116,7 +136,10 @@ class RedisK8sCharm(ops.CharmBase):
         config = self.charm_config()
         passwords = self.passwords(peers)
         addressing = Addressing(self.app.name, own_host=self.bind_address())
-        workload = Workload(self.unit, addressing, config, passwords)
+        clients = ClientRelations(self, peers)
+        workload = Workload(
+            self.unit, addressing, config, passwords, client_users=clients.acl_users()
+        )
         unit_journal = self.load(journal.load_unit, peers.data[self.unit].get(UNIT_JOURNAL_KEY))
         cluster_journal = self.load(
             journal.load_cluster, peers.data[self.app].get(CLUSTER_JOURNAL_KEY)
@@ -153,8 +176,18 @@ class RedisK8sCharm(ops.CharmBase):
                 unit_journal = step_unit(unit_journal, cluster_journal.current)
                 self.save(peers, self.unit, UNIT_JOURNAL_KEY, journal.dump(unit_journal))
         if kind not in (Event.STOP, Event.REMOVE, Event.STORAGE_DETACHING):
+            where = endpoints(
+                cluster_journal.current,
+                addressing.host_of,
+                functools.partial(master_name, self.app.name),
+                port=REDIS_PORT,
+                sentinel_port=SENTINEL_PORT,
+            )
+            own_host = addressing.host_of(me)
+            if clients.publish(where, own_host, passwords.client if passwords else None):
+                workload.client_users = clients.acl_users()
             workload.reconcile_config()
-        self.problems.extend(workload.problems)
+        self.problems.extend(workload.problems + clients.problems)
 
     def execute_cluster_effect(self, effect: Effect) -> None:
         """The leader's effects: only a refusal needs the charm (the action's answer)."""
@@ -191,7 +224,8 @@ class RedisK8sCharm(ops.CharmBase):
     # ------------------------------------------------------------- the action
 
     def _on_switchover_action(self, event: ops.ActionEvent) -> None:
-        target = event.params.get("target")
+        params = event.load_params(SwitchoverParams, errors="fail")
+        target = params.target
         if not self.unit.is_leader():
             event.fail("run the switchover action on the leader unit")
             return
@@ -213,6 +247,66 @@ class RedisK8sCharm(ops.CharmBase):
                 "message": "switchover requested; juju status shows when it completes",
             }
         )
+
+    def _on_describe_cluster_action(self, event: ops.ActionEvent) -> None:
+        event.load_params(NoParams, errors="fail")
+        peers = self.model.get_relation(PEER)
+        if peers is None:
+            event.fail("the peer relation does not exist yet")
+            return
+        cluster = self.cluster_facts()
+        units = {self.unit.name: self.unit_facts()}
+        for unit in peers.units:
+            units[unit.name] = journal.load_unit(peers.data[unit].get(UNIT_JOURNAL_KEY))[0].current
+        event.set_results(describe_cluster(cluster, units))
+
+    def _on_history_action(self, event: ops.ActionEvent) -> None:
+        params = event.load_params(HistoryParams, errors="fail")
+        peers = self.model.get_relation(PEER)
+        if peers is None:
+            event.fail("the peer relation does not exist yet")
+            return
+        if params.machine == "unit":
+            text = peers.data[self.unit].get(UNIT_JOURNAL_KEY)
+            loaded, problem = journal.load_unit(text)
+        else:
+            loaded, problem = journal.load_cluster(peers.data[self.app].get(CLUSTER_JOURNAL_KEY))
+        if problem:
+            event.fail(f"the persisted journal is unreadable: {problem}")
+            return
+        event.set_results(history(loaded, params.limit))
+
+    def _on_credentials_action(self, event: ops.ActionEvent) -> None:
+        event.load_params(NoParams, errors="fail")
+        peers = self.model.get_relation(PEER)
+        passwords = None if peers is None else self.passwords(peers)
+        if peers is None or passwords is None:
+            event.fail("the internal passwords are not available yet (no peer relation or secret)")
+            return
+        event.set_results(
+            {
+                "username": ADMIN_USER,
+                "password": passwords.admin,
+                "primary": self.primary_endpoint(),
+                "where": (
+                    f"internal users (admin, replication, sentinel, default): Juju secret"
+                    f" {peers.data[self.app].get(SECRET_ID_KEY)} (label {SECRET_LABEL});"
+                    " each client relation's user: the Juju secret shared with that"
+                    " requirer; legacy redis relation: the password field of its data"
+                ),
+            }
+        )
+
+    def primary_endpoint(self) -> str:
+        """``host:port`` of the recorded primary, or empty when none is established."""
+        where = endpoints(
+            self.cluster_facts(),
+            Addressing(self.app.name).host_of,
+            functools.partial(master_name, self.app.name),
+            port=REDIS_PORT,
+            sentinel_port=SENTINEL_PORT,
+        )
+        return where.primary or ""
 
     # --------------------------------------------------------- config, secrets
 
@@ -241,12 +335,18 @@ class RedisK8sCharm(ops.CharmBase):
         except (ops.SecretNotFoundError, ops.ModelError) as error:
             logger.warning("internal secret not readable: %s", type(error).__name__)
             return None
-        if any(field not in content for field in PASSWORD_FIELDS):
+        missing = [field for field in PASSWORD_FIELDS if field not in content]
+        if missing and self.unit.is_leader():
+            # A field this revision of the charm added: the leader completes the secret.
+            content |= {field: secrets.token_urlsafe(24) for field in missing}
+            secret.set_content(content)
+        elif missing:
             return None
         return Passwords(
             admin=content["admin-password"],
             replication=content["replication-password"],
             sentinel=content["sentinel-password"],
+            client=content["client-password"],
         )
 
     # ------------------------------------------------------------------ status
@@ -276,6 +376,84 @@ class RedisK8sCharm(ops.CharmBase):
     def _on_collect_app_status(self, event: ops.CollectStatusEvent) -> None:
         if self.unit.is_leader():
             event.add_status(app_status(self.cluster_facts()))
+
+
+# ---------------------------------------------------------------------- actions
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class NoParams(_Params):
+    """An action without parameters."""
+
+
+class SwitchoverParams(_Params):
+    """The switchover action's parameters."""
+
+    target: str | None = Field(default=None, max_length=64)
+
+
+class HistoryParams(_Params):
+    """The history action's parameters."""
+
+    limit: int = Field(default=10, ge=1, le=HISTORY_MAX)
+    machine: str = Field(default="unit", pattern="^(unit|cluster)$")
+
+
+def describe_cluster(cluster: ClusterFacts, units: dict[str, UnitFacts | None]) -> dict[str, Any]:
+    """The describe-cluster result: primary, replicas with offset and lag, sentinels, states."""
+    primary = units.get(cluster.primary) if cluster.primary else None
+    primary_offset = primary.master_repl_offset if primary else None
+    members: dict[str, Any] = {}
+    for name in sorted(units, key=lambda n: int(n.rsplit("/", 1)[1])):
+        facts = units[name]
+        if facts is None:
+            continue
+        entry: dict[str, Any] = {
+            "unit": name,
+            "state": facts.state.value,
+            "role": facts.role.value,
+            "offset": facts.master_repl_offset,
+            "following": facts.following or "",
+            "sentinel-up": facts.sentinel_up,
+            "sentinels-seen": facts.sentinels_seen,
+            "sentinel-names": facts.sentinel_primary or "",
+        }
+        if name != cluster.primary and primary_offset is not None:
+            entry["lag-bytes"] = max(primary_offset - facts.master_repl_offset, 0)
+        members[name.replace("/", "-")] = entry
+    return {
+        "state": cluster.state.value,
+        "primary": cluster.primary or "",
+        "replicas": ",".join(m for m in cluster.members if m != cluster.primary),
+        "epoch": cluster.epoch,
+        "sentinel-epoch": cluster.sentinel_epoch,
+        "generation": cluster.generation,
+        "quorum": cluster.quorum,
+        "sentinels": len([f for f in units.values() if f is not None and f.sentinel_up]),
+        "note": cluster.note or "",
+        "units": members,
+        "source": "the facts each unit last persisted (peer data); offsets are as last seen",
+    }
+
+
+def history(loaded: journal.Journal, limit: int) -> dict[str, Any]:
+    """The history result: the newest ``limit`` logged transitions, newest first."""
+    entries = list(loaded.log)[-limit:][::-1]
+    result: dict[str, Any] = {"count": len(entries), "current-state": loaded.current.state.value}
+    for index, entry in enumerate(entries):
+        detail = entry.input.model_dump(mode="json", exclude_defaults=True)
+        detail.pop("event", None)
+        result[f"entry-{index}"] = {
+            "input": entry.input.event.value,
+            "from-state": entry.before,
+            "to-state": entry.after,
+            "effects": ", ".join(entry.effects) or "none",
+            "detail": json.dumps(detail, sort_keys=True)[:400],
+        }
+    return result
 
 
 # ---------------------------------------------------------------------- helpers

@@ -34,6 +34,7 @@ import redis
 from ops import pebble
 
 from tests.integration import polling
+from tests.integration.acl_support import write_default_admin_acl
 from workload.config import (
     CharmConfig,
     render_redis_conf,
@@ -338,7 +339,10 @@ def run_redis(
 ) -> int:
     """Write the unit's redis files and run its layer in ``box``; return redis' pid."""
     secrets = unit.root / "redis-secrets.conf"
-    write_private(secrets, render_redis_secrets(ADMIN_PASSWORD, REPLICATION_PASSWORD))
+    write_private(secrets, render_redis_secrets(REPLICATION_PASSWORD))
+    aclfile = write_default_admin_acl(
+        unit.root / "users.acl", ADMIN_PASSWORD, REPLICATION_PASSWORD
+    )
     conf = render_redis_conf(
         config,
         hostname=unit.address,
@@ -346,6 +350,7 @@ def run_redis(
         port=unit.redis_port,
         data_dir=str(unit.data_dir),
         secrets_path=str(secrets),
+        aclfile=aclfile,
         replica_of=None if replica_of is None else (replica_of.address, replica_of.redis_port),
     )
     write_private(unit.redis_conf, conf)
