@@ -22,14 +22,13 @@ from charm import (
     PEER,
     SECRET_ID_KEY,
     UNIT_JOURNAL_KEY,
-    RedisK8sCharm,
     app_status,
     unit_status,
 )
 from machine import journal
 from machine.types import ClusterFacts, ClusterState, UnitFacts, UnitState
 from tests.state.fake_workload import FakeNetwork, FakeSentinel, monitored
-from workload import admin, layers
+from workload import layers
 from workload.config import password_hash
 from workload.workload import (
     ACL_FILE,
@@ -45,19 +44,6 @@ APP = "redis-k8s"
 ME = f"{APP}/0"
 OWN = "192.0.2.0"  # ops.testing's network-get address for the unit
 DOCS = Path(__file__).parents[2] / "docs" / "events.md"
-
-
-@pytest.fixture
-def net(monkeypatch: pytest.MonkeyPatch) -> FakeNetwork:
-    network = FakeNetwork()
-    monkeypatch.setattr(admin, "RedisAdmin", network.redis_admin)
-    monkeypatch.setattr(admin, "SentinelAdmin", network.sentinel_admin)
-    return network
-
-
-@pytest.fixture
-def ctx() -> testing.Context:
-    return testing.Context(RedisK8sCharm, app_name=APP, unit_id=0)
 
 
 def containers(tmp_path: Path, **layers_by_container) -> tuple[testing.Container, ...]:
