@@ -374,8 +374,15 @@ class RedisK8sCharm(ops.CharmBase):
         event.add_status(unit_status(facts, self.cluster_facts()))
 
     def _on_collect_app_status(self, event: ops.CollectStatusEvent) -> None:
-        if self.unit.is_leader():
-            event.add_status(app_status(self.cluster_facts()))
+        if not self.unit.is_leader():
+            return
+        status = app_status(self.cluster_facts())
+        peers = self.model.get_relation(PEER)
+        note = None if peers is None else ClientRelations(self, peers).record().note
+        if note and isinstance(status, ops.ActiveStatus):
+            # A requirer's bad request is its operator's to fix: said, not blocking.
+            status = ops.ActiveStatus(f"{status.message}; client relations: {note}"[:400])
+        event.add_status(status)
 
 
 # ---------------------------------------------------------------------- actions

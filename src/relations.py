@@ -162,6 +162,8 @@ class ClientRelations:
                 name = relation.app.name if relation.app else endpoint
                 if problem is not None:
                     notes.append(f"{name}: {problem}")
+                    refused = user_name(relation.id, index)
+                    kept += [refused] if refused in existing else []  # lose nothing
                     continue
                 wanted[user_name(relation.id, index)] = (endpoint, relation, request, rules)
         plan = plan_users([*wanted, *kept], existing)

@@ -13,13 +13,16 @@ import dataclasses
 import json
 from pathlib import Path
 
+import ops
 import pytest
 import yaml
+from charms.redis_k8s.v0.redis import RedisRelationCharmEvents, RedisRequires
 from ops import testing
 
 from charm import CLUSTER_JOURNAL_KEY, SECRET_ID_KEY, UNIT_JOURNAL_KEY
 from machine import journal
 from machine.types import ClusterState, Role, UnitFacts, UnitState
+from relations import CLIENTS_KEY
 from tests.charms.valkey_requirer import charm as requirer
 from tests.state.fake_workload import FakeSentinel, monitored
 from tests.state.test_charm import (
@@ -274,3 +277,141 @@ def test_the_requirer_sees_the_endpoints_change_after_a_failover(ctx, net, tmp_p
     seen = events["ResourceEndpointsChangedEvent"]
     assert seen["endpoints"] == f"{HOST.format(2)}:6379"
     assert seen["read-only-endpoints"] == f"{HOST.format(0)}:6379,{HOST.format(1)}:6379"
+
+
+@pytest.mark.parametrize("endpoint", ["valkey-client", "redis-client"])
+def test_both_endpoints_serve_the_same_protocol(ctx, net, tmp_path, rctx, endpoint):
+    asked = requirer_asks(rctx)
+    client = testing.Relation(endpoint, remote_app_name="requirer", remote_app_data=asked)
+    state = three_units(ctx, net, tmp_path, relations=[client])
+    state = ctx.run(ctx.on.relation_changed(client, remote_unit=0), state)
+    requests = json.loads(relation(state, endpoint).local_app_data["requests"])
+    assert requests[0]["endpoints"] == f"{HOST.format(0)}:6379"
+    assert requests[0]["secret-user"].startswith("secret:")
+    assert f"relation-{client.id}" in net.redis[OWN].users
+
+
+def created_user(ctx, net, tmp_path, rctx) -> tuple[testing.State, testing.Relation, str]:
+    asked = requirer_asks(rctx)
+    client = testing.Relation("valkey-client", remote_app_name="requirer", remote_app_data=asked)
+    state = three_units(ctx, net, tmp_path, relations=[client])
+    state = ctx.run(ctx.on.relation_changed(client, remote_unit=0), state)
+    user = f"relation-{client.id}"
+    assert user in net.redis[OWN].users
+    return state, relation(state, "valkey-client"), user
+
+
+GARBAGE = [
+    {"version": "v1", "requests": "[{not json"},
+    {"version": "v1", "requests": '[{"resource": 5, "salt": []}]'},
+    {"version": "v1", "requests": '"a string"'},
+    {"database": "x", "extra-user-roles": "admin"},  # v0, asking for admin
+    {"version": "v1", "requests": '[{"resource": "*?[x]", "request-id": "r1", "salt": "s"}]'},
+]
+
+
+@pytest.mark.parametrize("garbage", GARBAGE)
+def test_a_requirer_sending_garbage_is_reported_and_loses_nothing(
+    ctx, net, tmp_path, rctx, garbage
+):
+    state, client, user = created_user(ctx, net, tmp_path, rctx)
+    published = dict(client.local_app_data)
+
+    spoiled = dataclasses.replace(client, remote_app_data=garbage)
+    state = ctx.run(ctx.on.relation_changed(spoiled, remote_unit=0), with_relation(state, spoiled))
+
+    assert user in net.redis[OWN].users  # the user of the good request is still there
+    assert relation(state, "valkey-client").local_app_data["requests"] == published["requests"]
+    note = json.loads(peers_of(state).local_app_data[CLIENTS_KEY])["note"]
+    assert note.startswith("requirer: ")
+    assert isinstance(state.app_status, ops.ActiveStatus)
+    assert "client relations: requirer: " in state.app_status.message
+
+
+def test_a_request_for_a_bad_prefix_or_admin_gets_no_user(ctx, net, tmp_path):
+    bad = testing.Relation(
+        "valkey-client",
+        remote_app_name="greedy",
+        remote_app_data={"database": "x", "extra-user-roles": "admin"},
+    )
+    state = three_units(ctx, net, tmp_path, relations=[bad])
+    state = ctx.run(ctx.on.relation_changed(bad, remote_unit=0), state)
+    assert not [u for u in net.redis[OWN].users if u.startswith("relation-")]
+    assert "extra-user-roles 'admin' is not one of default, read-only" in state.app_status.message
+
+
+def test_breaking_the_relation_removes_its_user_everywhere(ctx, net, tmp_path, rctx):
+    state, client, user = created_user(ctx, net, tmp_path, rctx)
+    state = ctx.run(ctx.on.relation_broken(client), state)
+    assert user not in net.redis[OWN].users
+    assert user not in (tmp_path / "redis" / ACL_FILE.lstrip("/")).read_text()
+    record = json.loads(peers_of(state).local_app_data[CLIENTS_KEY])
+    users_secret = next(s for s in state.secrets if s.id == record["users_secret"])
+    assert json.loads(users_secret.latest_content["users"]) == {}
+
+
+def test_a_non_leader_holds_every_client_user(ctx, net, tmp_path, rctx):
+    state, _, user = created_user(ctx, net, tmp_path, rctx)
+    net.redis[OWN].users.clear()
+    acl = tmp_path / "redis" / ACL_FILE.lstrip("/")
+    acl.unlink()
+    state = ctx.run(ctx.on.update_status(), dataclasses.replace(state, leader=False))
+    assert user in acl.read_text()
+    assert user in net.redis[OWN].users
+
+
+# ------------------------------------------------------- the legacy library
+
+
+class LegacyRequirer(ops.CharmBase):
+    """A requirer charm of the legacy interface, on the library as charms vendor it."""
+
+    on = RedisRelationCharmEvents()  # type: ignore[reportAssignmentType]
+
+    def __init__(self, framework: ops.Framework) -> None:
+        super().__init__(framework)
+        self.redis = RedisRequires(self)
+        self.seen: list[tuple[str, str | None]] = []
+        framework.observe(self.on.redis_relation_updated, self._updated)
+        framework.observe(self.redis.on.primary_changed, self._moved)
+
+    def _updated(self, event) -> None:
+        self.seen.append(("updated", self.redis.url))
+
+    def _moved(self, event) -> None:
+        self.seen.append(("primary_changed", event.current))
+
+
+LEGACY_META = {"name": "legacy", "requires": {"redis": {"interface": "redis"}}}
+
+
+def test_the_legacy_library_reads_our_provider_and_follows_the_primary(ctx, net, tmp_path):
+    legacy = testing.Relation("redis", remote_app_name="old-app")
+    ours = three_units(ctx, net, tmp_path, relations=[legacy])
+    ours = ctx.run(ctx.on.relation_changed(legacy, remote_unit=0), ours)
+    password = internal_passwords(ours)["client-password"]
+    lctx = testing.Context(LegacyRequirer, meta=LEGACY_META)
+
+    def hear(ours: testing.State, stored=frozenset()) -> tuple[list, testing.State]:
+        out = relation(ours, "redis")
+        rel = testing.Relation(
+            "redis",
+            remote_app_name=APP,
+            remote_app_data=dict(out.local_app_data),
+            remote_units_data={0: dict(out.local_unit_data)},
+        )
+        state = testing.State(relations={rel}, stored_states=set(stored))
+        with lctx(lctx.on.relation_changed(rel, remote_unit=0), state) as manager:
+            after = manager.run()
+            return manager.charm.seen, after
+
+    seen, after = hear(ours)
+    url = f"redis://:{password}@{HOST.format(0)}:6379"
+    assert seen == [("updated", url), ("primary_changed", HOST.format(0))]
+
+    ours = ctx.run(ctx.on.update_status(), fail_over_to_unit_2(net, ours))
+    seen, _ = hear(ours, after.stored_states)
+    assert seen == [
+        ("updated", f"redis://:{password}@{HOST.format(2)}:6379"),
+        ("primary_changed", HOST.format(2)),
+    ]
