@@ -26,6 +26,7 @@ from machine.clients import endpoints
 from machine.hook import leader_can_decide, report, run_cluster, run_unit
 from machine.types import (
     ClusterFacts,
+    ClusterInput,
     ClusterState,
     Effect,
     Event,
@@ -451,16 +452,33 @@ def history(loaded: journal.Journal, limit: int) -> dict[str, Any]:
     entries = list(loaded.log)[-limit:][::-1]
     result: dict[str, Any] = {"count": len(entries), "current-state": loaded.current.state.value}
     for index, entry in enumerate(entries):
-        detail = entry.input.model_dump(mode="json", exclude_defaults=True)
-        detail.pop("event", None)
         result[f"entry-{index}"] = {
             "input": entry.input.event.value,
             "from-state": entry.before,
             "to-state": entry.after,
             "effects": ", ".join(entry.effects) or "none",
-            "detail": json.dumps(detail, sort_keys=True)[:400],
+            "detail": json.dumps(input_detail(entry.input), sort_keys=True),
         }
     return result
+
+
+def input_detail(machine_input: UnitInput | ClusterInput) -> dict[str, Any]:
+    """What an input carried that explains a transition, in a few fields."""
+    if isinstance(machine_input, UnitInput):
+        observed = machine_input.observation.model_dump(mode="json", exclude_defaults=True)
+        return {
+            "observed": observed,
+            "cluster-primary": machine_input.cluster.primary,
+            "cluster-state": machine_input.cluster.state.value,
+        }
+    return {
+        "subject": machine_input.subject,
+        "members": {
+            m.unit: f"{m.state.value} offset {m.master_repl_offset}"
+            + (f" sentinel names {m.sentinel_primary}" if m.sentinel_primary else "")
+            for m in machine_input.members
+        },
+    }
 
 
 # ---------------------------------------------------------------------- helpers
