@@ -21,7 +21,7 @@ from typing import Any
 import ops
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from machine import journal
+from machine import journal, records, rotation
 from machine.clients import endpoints
 from machine.hook import leader_can_decide, report, run_cluster, run_unit
 from machine.types import (
@@ -37,7 +37,7 @@ from machine.types import (
 )
 from relations import ALL_ENDPOINTS, ClientRelations
 from workload.addressing import Addressing
-from workload.config import ADMIN_USER, CharmConfig
+from workload.config import ADMIN_USER, LEGACY_USER, REPLICATION_USER, CharmConfig
 from workload.workload import REDIS_PORT, SENTINEL_PORT, Passwords, Workload, master_name
 
 logger = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ PASSWORD_FIELDS = (
     "client-password",
 )
 HISTORY_MAX = 50
+ROTATION_KEY = "rotation"
+"""Peer data: the leader's ``RotationRecord`` (app), each unit's ``UnitRotation`` (unit)."""
 
 
 def events(charm: ops.CharmBase) -> dict[str, tuple[ops.BoundEvent, Event]]:
@@ -88,6 +90,7 @@ def events(charm: ops.CharmBase) -> dict[str, tuple[ops.BoundEvent, Event]]:
         on["data"].storage_attached: Event.STORAGE_ATTACHED,
         on["data"].storage_detaching: Event.STORAGE_DETACHING,
         on.switchover_action: Event.SWITCHOVER_ACTION,
+        on.rotate_passwords_action: Event.ROTATE_PASSWORDS_ACTION,
     }
     for endpoint in ALL_ENDPOINTS:
         relation_events = on[endpoint]
@@ -116,13 +119,17 @@ class RedisK8sCharm(ops.CharmBase):
         self.problems: list[str] = []
         self.config_error: str | None = None
         self.refusal: str | None = None
+        self.secret_content: dict[str, str] = {}
 
     # ---------------------------------------------------------------- the hook
 
     def _on_event(self, event: ops.EventBase) -> None:
         _, kind = self.inputs[event.handle.kind]
         if isinstance(event, ops.ActionEvent):
-            self._on_switchover_action(event)
+            if kind is Event.SWITCHOVER_ACTION:
+                self._on_switchover_action(event)
+            else:
+                self._on_rotate_passwords_action(event)
             return
         departing = getattr(event, "departing_unit", None)
         if kind is Event.PEER_RELATION_DEPARTED and departing == self.unit:
@@ -188,6 +195,8 @@ class RedisK8sCharm(ops.CharmBase):
             if clients.publish(where, own_host, passwords.client if passwords else None):
                 workload.client_users = clients.acl_users()
             workload.reconcile_config()
+            members = cluster_journal.current.members
+            self.step_rotation(peers, members, ok=passwords is not None and not workload.problems)
         self.problems.extend(workload.problems + clients.problems)
 
     def execute_cluster_effect(self, effect: Effect) -> None:
@@ -332,7 +341,8 @@ class RedisK8sCharm(ops.CharmBase):
             return None
         try:
             secret = self.model.get_secret(id=secret_id)
-            content = secret.get_content(refresh=not self.unit.is_leader())
+            # refresh: since Juju 3.1.7 / 3.3.1 an owner tracks a revision too.
+            content = secret.get_content(refresh=True)
         except (ops.SecretNotFoundError, ops.ModelError) as error:
             logger.warning("internal secret not readable: %s", type(error).__name__)
             return None
@@ -343,11 +353,113 @@ class RedisK8sCharm(ops.CharmBase):
             secret.set_content(content)
         elif missing:
             return None
-        return Passwords(
-            admin=content["admin-password"],
-            replication=content["replication-password"],
-            sentinel=content["sentinel-password"],
-            client=content["client-password"],
+        self.secret_content = content
+        return passwords_in_use(content, self.rotation_record(peers))
+
+    # -------------------------------------------------------------- rotation
+
+    def rotation_record(self, peers: ops.Relation) -> records.RotationRecord:
+        """The leader's record of the rotation in progress (idle when none)."""
+        record, problem = records.load(
+            records.RotationRecord, peers.data[self.app].get(ROTATION_KEY)
+        )
+        if problem:
+            logger.warning("rotation record unreadable, treated as idle: %s", problem)
+        return record
+
+    def operator_passwords(self) -> dict[str, str] | None:
+        """The passwords the operator set in the ``system-users`` secret (None: not set)."""
+        secret_id = self.config.get("system-users")
+        if not secret_id:
+            return None
+        try:
+            content = self.model.get_secret(id=str(secret_id)).get_content(refresh=True)
+        except (ops.SecretNotFoundError, ops.ModelError) as error:
+            self.problems.append(
+                f"system-users: secret not readable ({type(error).__name__}):"
+                " grant it to the application"
+            )
+            return None
+        wanted = {f"{user}-password" for user in rotation.ROTATABLE}
+        unknown = sorted(set(content) - wanted)
+        bad = sorted(k for k in set(content) & wanted if len(content[k]) < 8)
+        if unknown or bad:
+            self.problems.append(
+                f"system-users: keys must be {', '.join(sorted(wanted))}"
+                f" with at least 8 characters (unknown {unknown}, too short {bad})"
+            )
+            return None
+        return {k: content[k] for k in wanted & set(content)}
+
+    def start_rotation(self, peers: ops.Relation, new: dict[str, str]) -> str | None:
+        """Write the new passwords beside the current ones and begin; why not, if refused."""
+        record, refusal = rotation.begin(self.rotation_record(peers))
+        if refusal is not None:
+            return refusal
+        secret = self.model.get_secret(id=peers.data[self.app][SECRET_ID_KEY])
+        nexts = {f"{field}-next": value for field, value in new.items()}
+        content = secret.get_content(refresh=True) | nexts
+        secret.set_content(content)
+        self.save(peers, self.app, ROTATION_KEY, records.dump(record))
+        logger.info("password rotation %d started for %s", record.revision, sorted(new))
+        return None
+
+    def step_rotation(self, peers: ops.Relation, members: tuple[str, ...], ok: bool) -> None:
+        """Report this unit's phase when its work is done; the leader advances the rotation."""
+        record = self.rotation_record(peers)
+        if record.phase != "idle" and ok:
+            mine = records.UnitRotation(phase=record.phase, revision=record.revision)
+            self.save(peers, self.unit, ROTATION_KEY, records.dump(mine))
+        if not self.unit.is_leader():
+            return
+        if record.phase == "idle":
+            new = self.operator_passwords()
+            current = self.secret_content
+            changed = {k: v for k, v in (new or {}).items() if current.get(k) != v}
+            if changed:
+                self.start_rotation(peers, changed)
+            return
+        reports = {}
+        for unit in (self.unit, *peers.units):
+            text = peers.data[unit].get(ROTATION_KEY)
+            reports[unit.name] = records.load(records.UnitRotation, text)[0]
+        after, promote = rotation.advance(record, members or (self.unit.name,), reports)
+        if promote:
+            secret = self.model.get_secret(id=peers.data[self.app][SECRET_ID_KEY])
+            secret.set_content(promoted(secret.get_content(refresh=True)))
+        if after != record:
+            logger.info(
+                "password rotation %d: %s -> %s", after.revision, record.phase, after.phase
+            )
+            self.save(peers, self.app, ROTATION_KEY, records.dump(after))
+
+    def _on_rotate_passwords_action(self, event: ops.ActionEvent) -> None:
+        params = event.load_params(RotateParams, errors="fail")
+        peers = self.model.get_relation(PEER)
+        if not self.unit.is_leader():
+            event.fail("run the rotate-passwords action on the leader unit")
+            return
+        if peers is None or self.passwords(peers) is None:
+            event.fail("the internal passwords are not available yet")
+            return
+        if self.config.get("system-users"):
+            event.fail("passwords come from the system-users secret: add a revision to it")
+            return
+        new = {f"{user}-password": secrets.token_urlsafe(24) for user in params.user_list}
+        refusal = self.start_rotation(peers, new)
+        if refusal is not None:
+            event.fail(refusal)
+            return
+        self.run(Event.ROTATE_PASSWORDS_ACTION)
+        record = self.rotation_record(peers)
+        event.set_results(
+            {
+                "users": ",".join(params.user_list),
+                "rotation": record.revision,
+                "phase": record.phase,
+                "message": "rolling out: every unit accepts both passwords, then uses the new"
+                " ones, then the old ones are removed; describe-cluster shows the phase",
+            }
         )
 
     # ------------------------------------------------------------------ status
@@ -368,6 +480,11 @@ class RedisK8sCharm(ops.CharmBase):
     def _on_collect_unit_status(self, event: ops.CollectStatusEvent) -> None:
         if self.charm_config() is None and self.config_error is not None:
             event.add_status(ops.BlockedStatus(self.config_error))
+        if self.unit.is_leader() and self.config.get("system-users"):
+            self.operator_passwords()
+            for problem in self.problems:
+                if problem.startswith("system-users"):
+                    event.add_status(ops.BlockedStatus(problem[:200]))
         facts = self.unit_facts()
         if facts is None:
             event.add_status(ops.WaitingStatus("waiting for the peer relation"))
@@ -401,6 +518,23 @@ class SwitchoverParams(_Params):
     """The switchover action's parameters."""
 
     target: str | None = Field(default=None, max_length=64)
+
+
+class RotateParams(_Params):
+    """The rotate-passwords action's parameters."""
+
+    users: str = Field(default="admin,replication,client", pattern=r"^[a-z,]+$")
+
+    @property
+    def user_list(self) -> list[str]:
+        """The users named, checked against those whose password rotates."""
+        return sorted({u for u in self.users.split(",") if u})
+
+    def model_post_init(self, _context: Any) -> None:
+        """Refuse unknown users (a ValueError is a clear action error)."""
+        unknown = [u for u in self.user_list if u not in rotation.ROTATABLE]
+        if unknown or not self.user_list:
+            raise ValueError(f"users must be among {', '.join(rotation.ROTATABLE)}")
 
 
 class HistoryParams(_Params):
@@ -459,6 +593,41 @@ def history(loaded: journal.Journal, limit: int) -> dict[str, Any]:
             "effects": ", ".join(entry.effects) or "none",
             "detail": json.dumps(input_detail(entry.input), sort_keys=True),
         }
+    return result
+
+
+def passwords_in_use(content: dict[str, str], record: records.RotationRecord) -> Passwords:
+    """The passwords this unit uses and accepts, from the secret and the rotation phase."""
+    use_next, accept_other = rotation.in_use(record)
+    accepted: list[tuple[str, str]] = []
+
+    def pick(field: str, user: str) -> str:
+        current, new = content[field], content.get(f"{field}-next")
+        if new is None:
+            return current
+        using, other = (new, current) if use_next else (current, new)
+        if accept_other:
+            accepted.append((user, other))
+        return using
+
+    admin = pick("admin-password", ADMIN_USER)
+    replication = pick("replication-password", REPLICATION_USER)
+    client = pick("client-password", LEGACY_USER)
+    return Passwords(
+        admin=admin,
+        replication=replication,
+        sentinel=content["sentinel-password"],
+        client=client,
+        also_accepted=tuple(accepted),
+    )
+
+
+def promoted(content: dict[str, str]) -> dict[str, str]:
+    """The secret content once the new passwords are the current ones."""
+    result = {k: v for k, v in content.items() if not k.endswith("-next")}
+    for key, value in content.items():
+        if key.endswith("-next"):
+            result[key.removesuffix("-next")] = value
     return result
 
 

@@ -93,7 +93,7 @@ class ClientRelations:
             return self._users
         try:
             secret = self.model.get_secret(id=secret_id)
-            content = secret.get_content(refresh=not self.charm.unit.is_leader())
+            content = secret.get_content(refresh=True)
             users = json.loads(content.get("users", "{}"))
         except (ops.SecretNotFoundError, ops.ModelError, ValueError) as error:
             logger.warning("client users not readable: %s", type(error).__name__)

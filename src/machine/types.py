@@ -64,6 +64,7 @@ class Event(enum.StrEnum):
     CLIENT_RELATION_BROKEN = "client-relation-broken"
     """A client relation is going: its user is removed."""
     SWITCHOVER_ACTION = "switchover-action"
+    ROTATE_PASSWORDS_ACTION = "rotate-passwords-action"
 
 
 # ------------------------------------------------------------------- states

@@ -549,6 +549,8 @@ class Workload:
             "maxmemory-policy": config.maxmemory_policy,
             "appendonly": "yes" if config.persistence in ("aof", "aof+rdb") else "no",
         }
+        if self.passwords is not None:  # a rotation switches replicas to the new password
+            live["masterauth"] = self.passwords.replication
         with self.redis_client() as client:
             replication = client.replication()
             current = client.config_get(list(live))
