@@ -268,7 +268,14 @@ class RedisK8sCharm(ops.CharmBase):
         units = {self.unit.name: self.unit_facts()}
         for unit in peers.units:
             units[unit.name] = journal.load_unit(peers.data[unit].get(UNIT_JOURNAL_KEY))[0].current
-        event.set_results(describe_cluster(cluster, units))
+        result = describe_cluster(cluster, units)
+        record = self.rotation_record(peers)
+        result["password-rotation"] = {
+            "phase": record.phase,
+            "round": record.revision,
+            "confirmed": ",".join(record.confirmed),
+        }
+        event.set_results(result)
 
     def _on_history_action(self, event: ops.ActionEvent) -> None:
         params = event.load_params(HistoryParams, errors="fail")

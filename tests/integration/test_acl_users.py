@@ -269,14 +269,18 @@ def test_a_rotation_accepts_both_passwords_mid_way_and_only_the_new_one_at_the_e
     cluster,
 ) -> None:
     old = PASSWORDS
-    new_admin, new_client = "admin-pw-2", "legacy-pw-2"
+    new_admin, new_client, new_repl = "admin-pw-2", "legacy-pw-2", "repl-pw-2"
     # Phase 1 (adding): every unit accepts both, while still using the old ones.
     cluster.passwords = Passwords(
         admin=old.admin,
         replication=old.replication,
         sentinel=old.sentinel,
         client=old.client,
-        also_accepted=(("charm-admin", new_admin), ("default", new_client)),
+        also_accepted=(
+            ("charm-admin", new_admin),
+            ("default", new_client),
+            ("replication", new_repl),
+        ),
     )
     cluster.reload_acl_everywhere()
     for unit in cluster.units:
@@ -288,16 +292,23 @@ def test_a_rotation_accepts_both_passwords_mid_way_and_only_the_new_one_at_the_e
     # Phase 2 (switching): units use the new passwords; the old ones are still accepted.
     cluster.passwords = Passwords(
         admin=new_admin,
-        replication=old.replication,
+        replication=new_repl,
         sentinel=old.sentinel,
         client=new_client,
-        also_accepted=(("charm-admin", old.admin), ("default", old.client)),
+        also_accepted=(
+            ("charm-admin", old.admin),
+            ("default", old.client),
+            ("replication", old.replication),
+        ),
     )
     cluster.reload_acl_everywhere()
+    for unit in cluster.units:  # what Workload.reconcile_config sets at run time
+        with unit.admin() as admin:
+            admin.config_set({"masterauth": new_repl})
     assert cluster.primary.client(None, old.client).ping()
     # Phase 3 (removing): only the new ones.
     cluster.passwords = Passwords(
-        admin=new_admin, replication=old.replication, sentinel=old.sentinel, client=new_client
+        admin=new_admin, replication=new_repl, sentinel=old.sentinel, client=new_client
     )
     cluster.reload_acl_everywhere()
     for unit in cluster.units:
@@ -307,5 +318,9 @@ def test_a_rotation_accepts_both_passwords_mid_way_and_only_the_new_one_at_the_e
             assert not admin.ping()
         assert "invalid" in refused(unit.client(None, old.client).ping).lower()
         assert unit.client(None, new_client).ping()
+    assert "invalid" in refused(cluster.primary.client("replication", old.replication).ping)
+    # Replicas re-authenticate with the new password when their link is cut.
     primary = cluster.primary
-    wait_until(lambda: online_replicas(primary, new_admin) == 2, "replicas still in sync")
+    with primary.admin(new_admin) as admin:
+        admin._call("CLIENT", "KILL", "TYPE", "replica")
+    wait_until(lambda: online_replicas(primary, new_admin) == 2, "replicas to resync")
