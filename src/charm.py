@@ -21,7 +21,7 @@ import ops
 from pydantic import ValidationError
 
 from machine import journal, records, rotation
-from machine.clients import endpoints
+from machine.clients import credentials_ready, endpoints
 from machine.hook import leader_can_decide, report, run_cluster, run_unit
 from machine.types import (
     ClusterFacts,
@@ -54,6 +54,8 @@ PASSWORD_FIELDS = (
     "sentinel-password",
     "client-password",
 )
+APPLIED_KEY = "clients-applied"
+"""Unit peer data: the digest of the client users this unit's redis holds."""
 ROTATION_KEY = "rotation"
 """Peer data: the leader's ``RotationRecord`` (app), each unit's ``UnitRotation`` (unit)."""
 
@@ -163,6 +165,7 @@ class RedisK8sCharm(ops.CharmBase):
             )
 
         seen = cluster_journal.current
+        reports = []
         unit_journal = step_unit(unit_journal, seen)
         self.save(peers, self.unit, UNIT_JOURNAL_KEY, journal.dump(unit_journal))
         if self.unit.is_leader() and leader_can_decide(kind, unit_journal.current):
@@ -189,9 +192,22 @@ class RedisK8sCharm(ops.CharmBase):
                 sentinel_port=SENTINEL_PORT,
             )
             own_host = addressing.host_of(me)
-            if clients.publish(where, own_host, passwords.client if passwords else None):
+            legacy_password = passwords.client if passwords else None
+
+            def ready(digest: str | None) -> bool:
+                applied = {
+                    u.name: peers.data[u].get(APPLIED_KEY) for u in (self.unit, *peers.units)
+                }
+                serving = [r.unit for r in reports if r.redis_up]
+                return credentials_ready(digest, applied, serving, cluster_journal.current.primary)
+
+            if clients.publish(where, own_host, legacy_password, ready):
                 workload.client_users = clients.acl_users()
             workload.reconcile_config()
+            if passwords is not None and not workload.problems:
+                self.save(peers, self.unit, APPLIED_KEY, clients.applied_digest())
+                # The leader may have been the last member to hold the new users.
+                clients.publish(where, own_host, legacy_password, ready)
             members = cluster_journal.current.members
             self.step_rotation(peers, members, ok=passwords is not None and not workload.problems)
         self.problems.extend(workload.problems + clients.problems)

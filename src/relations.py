@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import ops
@@ -41,6 +42,7 @@ from machine.clients import (
     plan_users,
     relation_of,
     user_name,
+    users_digest,
 )
 from workload.config import acl_rule
 
@@ -113,8 +115,22 @@ class ClientRelations:
 
     # ------------------------------------------------------------- publish
 
-    def publish(self, where: Endpoints, own_host: str, client_password: str | None) -> bool:
+    def publish(
+        self,
+        where: Endpoints,
+        own_host: str,
+        client_password: str | None,
+        ready: Callable[[str | None], bool] = lambda _: False,
+    ) -> bool:
         """Publish the endpoints to every client relation; the leader also manages the users.
+
+        Args:
+            where: the endpoints, from the cluster facts.
+            own_host: this unit's stable host name.
+            client_password: the legacy (``default``) user's password in use.
+            ready: whether every serving member holds the users of a digest
+                (``machine.clients.credentials_ready``); until then requirers get
+                the endpoints but not their credentials.
 
         Returns:
             True when the set of client users changed (the caller reloads the ACL).
@@ -122,7 +138,11 @@ class ClientRelations:
         self._publish_legacy(where, own_host, client_password)
         if not self.charm.unit.is_leader():
             return False
-        return self._publish_clients(where)
+        return self._publish_clients(where, ready)
+
+    def applied_digest(self) -> str:
+        """The digest of the client users this unit holds (it reports it once loaded)."""
+        return users_digest(self.users())
 
     def _publish_legacy(self, where: Endpoints, own_host: str, password: str | None) -> None:
         unit_data = legacy_unit_data(own_host, where.port)
@@ -135,12 +155,13 @@ class ClientRelations:
             if self.charm.unit.is_leader() and app_data:
                 _update(relation.data[self.charm.app], app_data)
 
-    def _publish_clients(self, where: Endpoints) -> bool:
+    def _publish_clients(self, where: Endpoints, ready: Callable[[str | None], bool]) -> bool:
         relations = [(ep, rel) for ep in CLIENT_ENDPOINTS for rel in self.model.relations[ep]]
         record = self.record()
         existing = self.users()
         seen = [(ep, rel.id, dict(rel.data[rel.app])) for ep, rel in relations if rel.app]
-        published = fingerprint(where, seen, sorted(existing))
+        hand_out = ready(record.users_digest)
+        published = fingerprint(where, seen, sorted(existing), hand_out)
         if published == record.published:
             return False  # nothing a requirer sees changed: the library is not even imported
         notes: list[str] = []
@@ -173,15 +194,16 @@ class ClientRelations:
         changed = users != existing
         if changed:
             record = self._save_users(record, users)
+            hand_out = False  # the other units do not hold the new users yet
         for name, (endpoint, relation, request, _) in wanted.items():
-            self._respond(endpoint, relation, request, name, users[name]["password"], where)
+            password = users[name]["password"] if hand_out else None
+            self._respond(endpoint, relation, request, name, password, where)
         if plan.create or plan.remove:
             logger.info("client users: created %s, removed %s", plan.create, plan.remove)
         note = "; ".join(notes)[:300] or None
         seen_after = [(ep, rel.id, dict(rel.data[rel.app])) for ep, rel in relations if rel.app]
-        record = record.model_copy(
-            update={"published": fingerprint(where, seen_after, sorted(users)), "note": note}
-        )
+        published = fingerprint(where, seen_after, sorted(users), hand_out)
+        record = record.model_copy(update={"published": published, "note": note})
         _update(self.peers.data[self.charm.app], {CLIENTS_KEY: records.dump(record)})
         return changed
 
@@ -196,17 +218,16 @@ class ClientRelations:
             self.model.get_secret(id=record.users_secret).set_content(content)
         self._users = users
         # Not secret: only wakes the other units, whose ACL file must follow.
-        return record.model_copy(update={"users_digest": fingerprint(sorted(users.items()))})
+        return record.model_copy(update={"users_digest": users_digest(users)})
 
     def _respond(self, endpoint, relation, request, name, password, where: Endpoints) -> None:
+        """Write the response; without ``password`` the credentials are left as they are."""
         from dpcharmlibs.interfaces import ValkeyResponseModel
 
         handler = self._handler(endpoint)
         fields: dict[str, Any] = {
             "request_id": request.request_id,
             "resource": request.resource,
-            "username": name,
-            "password": password,
             "endpoints": where.primary or "",
             "read_only_endpoints": ",".join(where.replicas),
             "sentinel_endpoints": ",".join(where.sentinels),
@@ -214,6 +235,8 @@ class ClientRelations:
             "tls": False,
             "version": REDIS_VERSION,
         }
+        if password is not None:
+            fields |= {"username": name, "password": password}
         if where.master_name is not None:
             fields["master-name"] = where.master_name  # an extra field: the library keeps it
         handler.compute_diff(relation, request)  # what the requirer's handler diffs against

@@ -160,6 +160,30 @@ def plan_users(wanted: Iterable[str], existing: Iterable[str]) -> UserPlan:
     )
 
 
+def users_digest(users: Mapping[str, Mapping[str, str]]) -> str:
+    """The digest of a set of client users: the same on every unit that holds the same users."""
+    return fingerprint(sorted((name, dict(user)) for name, user in users.items()))
+
+
+def credentials_ready(
+    digest: str | None,
+    applied: Mapping[str, str | None],
+    serving: Iterable[str],
+    primary: str | None,
+) -> bool:
+    """Whether client credentials may be handed out: every serving member holds the users.
+
+    A requirer that gets a password connects at once, to the primary: the user must
+    exist there and on every replica that serves (redis does not replicate ACLs).
+    A member that is down loads the ACL file when it starts, so it does not hold
+    the others back; the primary always counts.
+    """
+    if digest is None:
+        return False
+    needed = set(serving) | ({primary} if primary else set())
+    return bool(needed) and all(applied.get(member) == digest for member in needed)
+
+
 def fingerprint(*parts: object) -> str:
     """A short digest of what a publication depends on: unchanged means nothing to do."""
     text = json.dumps(parts, sort_keys=True, default=_plain)

@@ -19,7 +19,7 @@ import yaml
 from charms.redis_k8s.v0.redis import RedisRelationCharmEvents, RedisRequires
 from ops import testing
 
-from charm import CLUSTER_JOURNAL_KEY, SECRET_ID_KEY, UNIT_JOURNAL_KEY
+from charm import APPLIED_KEY, CLUSTER_JOURNAL_KEY, SECRET_ID_KEY, UNIT_JOURNAL_KEY
 from machine import journal
 from machine.types import ClusterState, Role, UnitFacts, UnitState
 from relations import CLIENTS_KEY
@@ -108,6 +108,18 @@ def fail_over_to_unit_2(net, state: testing.State) -> testing.State:
     )
     others = {r for r in state.relations if r.endpoint != peers.endpoint}
     return dataclasses.replace(state, relations={peers, *others})
+
+
+def peers_hold_the_users(ctx, state: testing.State) -> testing.State:
+    """Units 1 and 2 loaded the client users the leader recorded (their report wakes it)."""
+    peers = peers_of(state)
+    digest = json.loads(peers.local_app_data[CLIENTS_KEY])["users_digest"]
+    data = {n: dict(d) | {APPLIED_KEY: digest} for n, d in peers.peers_data.items()}
+    peers = dataclasses.replace(peers, peers_data=data)
+    state = dataclasses.replace(
+        state, relations={*(r for r in state.relations if r.id != peers.id), peers}
+    )
+    return ctx.run(ctx.on.relation_changed(peers, remote_unit=1), state)
 
 
 def relation(state: testing.State, endpoint: str):
@@ -229,6 +241,7 @@ def test_a_requirer_on_the_library_gets_a_user_endpoints_and_sentinels(ctx, net,
     client = testing.Relation("valkey-client", remote_app_name="requirer", remote_app_data=asked)
     state = three_units(ctx, net, tmp_path, relations=[client])
     state = ctx.run(ctx.on.relation_changed(client, remote_unit=0), state)
+    state = peers_hold_the_users(ctx, state)
     print("provider app data:", json.dumps(dict(relation(state, "valkey-client").local_app_data)))
 
     requirer_hears(rctx, asked, state, client.id)
@@ -261,6 +274,7 @@ def test_the_requirer_sees_the_endpoints_change_after_a_failover(ctx, net, tmp_p
     client = testing.Relation("valkey-client", remote_app_name="requirer", remote_app_data=asked)
     state = three_units(ctx, net, tmp_path, relations=[client])
     state = ctx.run(ctx.on.relation_changed(client, remote_unit=0), state)
+    state = peers_hold_the_users(ctx, state)
     before = dict(relation(state, "valkey-client").local_app_data)
     remembered = requirer_hears(rctx, asked, state, client.id)
 
@@ -285,10 +299,31 @@ def test_both_endpoints_serve_the_same_protocol(ctx, net, tmp_path, rctx, endpoi
     client = testing.Relation(endpoint, remote_app_name="requirer", remote_app_data=asked)
     state = three_units(ctx, net, tmp_path, relations=[client])
     state = ctx.run(ctx.on.relation_changed(client, remote_unit=0), state)
+    state = peers_hold_the_users(ctx, state)
     requests = json.loads(relation(state, endpoint).local_app_data["requests"])
     assert requests[0]["endpoints"] == f"{HOST.format(0)}:6379"
     assert requests[0]["secret-user"].startswith("secret:")
     assert f"relation-{client.id}" in net.redis[OWN].users
+
+
+def test_credentials_wait_until_every_serving_unit_holds_the_user(ctx, net, tmp_path, rctx):
+    asked = requirer_asks(rctx)
+    client = testing.Relation("valkey-client", remote_app_name="requirer", remote_app_data=asked)
+    state = three_units(ctx, net, tmp_path, relations=[client])
+    state = ctx.run(ctx.on.relation_changed(client, remote_unit=0), state)
+
+    (response,) = json.loads(relation(state, "valkey-client").local_app_data["requests"])
+    assert response["endpoints"] == f"{HOST.format(0)}:6379"  # where, already
+    assert not response.get("secret-user")  # but no credentials while units 1, 2 lack the user
+    assert f"relation-{client.id}" in net.redis[OWN].users
+    assert (
+        peers_of(state).local_unit_data[APPLIED_KEY]
+        == json.loads(peers_of(state).local_app_data[CLIENTS_KEY])["users_digest"]
+    )
+
+    state = peers_hold_the_users(ctx, state)
+    (response,) = json.loads(relation(state, "valkey-client").local_app_data["requests"])
+    assert response["secret-user"].startswith("secret:")
 
 
 def created_user(ctx, net, tmp_path, rctx) -> tuple[testing.State, testing.Relation, str]:
@@ -296,6 +331,7 @@ def created_user(ctx, net, tmp_path, rctx) -> tuple[testing.State, testing.Relat
     client = testing.Relation("valkey-client", remote_app_name="requirer", remote_app_data=asked)
     state = three_units(ctx, net, tmp_path, relations=[client])
     state = ctx.run(ctx.on.relation_changed(client, remote_unit=0), state)
+    state = peers_hold_the_users(ctx, state)
     user = f"relation-{client.id}"
     assert user in net.redis[OWN].users
     return state, relation(state, "valkey-client"), user
