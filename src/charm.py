@@ -204,7 +204,7 @@ class RedisK8sCharm(ops.CharmBase):
             if clients.publish(where, own_host, legacy_password, ready):
                 workload.client_users = clients.acl_users()
             workload.reconcile_config()
-            if passwords is not None and not workload.problems:
+            if passwords is not None and not workload.problems and not clients.unreadable:
                 self.save(peers, self.unit, APPLIED_KEY, clients.applied_digest())
                 # The leader may have been the last member to hold the new users.
                 clients.publish(where, own_host, legacy_password, ready)

@@ -74,6 +74,8 @@ class ClientRelations:
         self.problems: list[str] = []
         self._handlers: dict[str, ResourceProviderEventHandler] = {}
         self._users: dict[str, dict[str, str]] | None = None
+        self.unreadable = False
+        """The client users' secret could not be read: change nothing that depends on it."""
 
     # --------------------------------------------------------------- users
 
@@ -100,6 +102,7 @@ class ClientRelations:
         except (ops.SecretNotFoundError, ops.ModelError, ValueError) as error:
             logger.warning("client users not readable: %s", type(error).__name__)
             self.problems.append("client users not readable yet")
+            self.unreadable = True
             return self._users
         self._users = {
             str(name): {"password": str(user["password"]), "rules": str(user["rules"])}
@@ -108,9 +111,15 @@ class ClientRelations:
         }
         return self._users
 
-    def acl_users(self) -> dict[str, str]:
-        """The client users as ACL rule text (hashes only), for the ACL file."""
+    def acl_users(self) -> dict[str, str] | None:
+        """The client users as ACL rule text (hashes only), for the ACL file.
+
+        None when they cannot be read now: the ACL file is then left as it is,
+        rather than rewritten without them (which would lock every client out).
+        """
         users = self.users()
+        if self.unreadable:
+            return None
         return {name: acl_rule([user["password"]], user["rules"]) for name, user in users.items()}
 
     # ------------------------------------------------------------- publish
@@ -138,6 +147,9 @@ class ClientRelations:
         self._publish_legacy(where, own_host, client_password)
         if not self.charm.unit.is_leader():
             return False
+        self.users()
+        if self.unreadable:
+            return False  # never decide on users that could not be read
         return self._publish_clients(where, ready)
 
     def applied_digest(self) -> str:
@@ -212,7 +224,11 @@ class ClientRelations:
     ) -> records.ClientsRecord:
         content = {"users": json.dumps(users, sort_keys=True)}
         if record.users_secret is None:
-            secret = self.charm.app.add_secret(content, label=USERS_LABEL)
+            try:  # the record was lost but the secret is still ours: reuse it
+                secret = self.model.get_secret(label=USERS_LABEL)
+                secret.set_content(content)
+            except ops.SecretNotFoundError:
+                secret = self.charm.app.add_secret(content, label=USERS_LABEL)
             record = record.model_copy(update={"users_secret": secret.id})
         else:
             self.model.get_secret(id=record.users_secret).set_content(content)

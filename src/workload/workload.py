@@ -169,9 +169,11 @@ class Workload:
 
         ``client_users`` are the client relations' users (name -> ACL rule text, with
         password hashes only), which every unit holds: redis does not replicate ACLs.
+        None means they could not be read in this hook: the ACL file is kept.
         """
         self.unit = unit
-        self.client_users = dict(client_users or {})
+        self.client_users = None if client_users is None else dict(client_users)
+        """None: the client users are unknown in this hook; the ACL file is kept as it is."""
         self.me = unit.name
         self.addressing = addressing
         self.config = config
@@ -362,7 +364,8 @@ class Workload:
         secrets = render_redis_secrets(self.passwords.replication)
         for directory in (CONFIG_DIR, DATA_DIR):
             self._private_dir(self.redis, directory)
-        self.acl_changed |= self._push_if_changed(self.redis, ACL_FILE, self.acl_text())
+        if self.client_users is not None or not self.redis.exists(ACL_FILE):
+            self.acl_changed |= self._push_if_changed(self.redis, ACL_FILE, self.acl_text())
         self._push_if_changed(self.redis, REDIS_SECRETS, secrets)
         self._push_if_changed(self.redis, REDIS_CONF, conf)
         return True
@@ -370,7 +373,7 @@ class Workload:
     def acl_text(self) -> str:
         """The ACL file: the internal users and every client relation's user."""
         assert self.passwords is not None
-        users = self.client_users | self.passwords.acl_users()  # internal names win
+        users = (self.client_users or {}) | self.passwords.acl_users()  # internal names win
         return render_acl_file(users)
 
     def _run_sentinel(self, effect: ConfigureSentinel) -> None:

@@ -396,6 +396,23 @@ def test_a_non_leader_holds_every_client_user(ctx, net, tmp_path, rctx):
     assert user in net.redis[OWN].users
 
 
+def test_unreadable_client_users_change_nothing(ctx, net, tmp_path, rctx):
+    state, client, user = created_user(ctx, net, tmp_path, rctx)
+    acl = tmp_path / "redis" / ACL_FILE.lstrip("/")
+    before = acl.read_text()
+    peers = peers_of(state)
+    record = json.loads(peers.local_app_data[CLIENTS_KEY]) | {"users_secret": "secret:gone"}
+    peers = dataclasses.replace(
+        peers, local_app_data=dict(peers.local_app_data) | {CLIENTS_KEY: json.dumps(record)}
+    )
+    state = with_relation(state, peers)
+    for leader in (True, False):
+        state = ctx.run(ctx.on.update_status(), dataclasses.replace(state, leader=leader))
+        assert acl.read_text() == before  # not rewritten without the client users
+        assert user in net.redis[OWN].users
+    assert json.loads(peers_of(state).local_app_data[CLIENTS_KEY])["users_secret"] == "secret:gone"
+
+
 # ------------------------------------------------------- the legacy library
 
 
