@@ -193,7 +193,7 @@ class ClientRelations:
             for index, request in enumerate(requests):
                 rules, problem = client_rules(request.resource, request.extra_user_roles)
                 name = relation.app.name if relation.app else endpoint
-                if problem is not None:
+                if problem is not None or rules is None:
                     notes.append(f"{name}: {problem}")
                     refused = user_name(relation.id, index)
                     kept += [refused] if refused in existing else []  # lose nothing

@@ -24,13 +24,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from .records import RotationRecord, UnitRotation
+from .records import RotationPhase, RotationRecord, UnitRotation
 
 ROTATABLE = ("admin", "replication", "client")
 """Users whose password rotates: secret fields ``<user>-password``. The sentinel
 password is not rotated yet (Sentinel writes it back into its own file)."""
 
-_NEXT = {"adding": "switching", "switching": "removing", "removing": "idle"}
+_NEXT: dict[RotationPhase, RotationPhase] = {
+    "adding": "switching",
+    "switching": "removing",
+    "removing": "idle",
+}
 
 
 def begin(record: RotationRecord) -> tuple[RotationRecord, str | None]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import ops
 import pytest
@@ -122,7 +123,7 @@ def peers_hold_the_users(ctx, state: testing.State) -> testing.State:
     return ctx.run(ctx.on.relation_changed(peers, remote_unit=1), state)
 
 
-def relation(state: testing.State, endpoint: str):
+def relation(state: testing.State, endpoint: str) -> Any:
     return next(r for r in state.relations if r.endpoint == endpoint)
 
 
