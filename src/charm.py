@@ -28,12 +28,13 @@ from machine.types import (
     ClusterState,
     Effect,
     Event,
+    MemberReport,
     RefuseRequest,
     UnitFacts,
     UnitInput,
     UnitState,
 )
-from relations import ALL_ENDPOINTS, ClientRelations
+from relations import ALL_ENDPOINTS, USERS_LABEL, ClientRelations
 from workload.addressing import Addressing
 from workload.config import ADMIN_USER, LEGACY_USER, REPLICATION_USER, CharmConfig
 from workload.workload import REDIS_PORT, SENTINEL_PORT, Passwords, Workload, master_name
@@ -115,6 +116,7 @@ class RedisK8sCharm(ops.CharmBase):
         framework.observe(self.on.describe_cluster_action, self._on_describe_cluster_action)
         framework.observe(self.on.history_action, self._on_history_action)
         framework.observe(self.on.credentials_action, self._on_credentials_action)
+        framework.observe(self.on.secret_remove, self._on_secret_remove)
         self.problems: list[str] = []
         self.config_error: str | None = None
         self.refusal: str | None = None
@@ -165,7 +167,7 @@ class RedisK8sCharm(ops.CharmBase):
             )
 
         seen = cluster_journal.current
-        reports = []
+        reports: list[MemberReport] = []
         unit_journal = step_unit(unit_journal, seen)
         self.save(peers, self.unit, UNIT_JOURNAL_KEY, journal.dump(unit_journal))
         if self.unit.is_leader() and leader_can_decide(kind, unit_journal.current):
@@ -184,33 +186,49 @@ class RedisK8sCharm(ops.CharmBase):
                 unit_journal = step_unit(unit_journal, cluster_journal.current)
                 self.save(peers, self.unit, UNIT_JOURNAL_KEY, journal.dump(unit_journal))
         if kind not in (Event.STOP, Event.REMOVE, Event.STORAGE_DETACHING):
-            where = endpoints(
-                cluster_journal.current,
-                addressing.host_of,
-                functools.partial(master_name, self.app.name),
-                port=REDIS_PORT,
-                sentinel_port=SENTINEL_PORT,
-            )
-            own_host = addressing.host_of(me)
-            legacy_password = passwords.client if passwords else None
-
-            def ready(digest: str | None) -> bool:
-                applied = {
-                    u.name: peers.data[u].get(APPLIED_KEY) for u in (self.unit, *peers.units)
-                }
-                serving = [r.unit for r in reports if r.redis_up]
-                return credentials_ready(digest, applied, serving, cluster_journal.current.primary)
-
-            if clients.publish(where, own_host, legacy_password, ready):
-                workload.client_users = clients.acl_users()
-            workload.reconcile_config()
-            if passwords is not None and not workload.problems and not clients.unreadable:
-                self.save(peers, self.unit, APPLIED_KEY, clients.applied_digest())
-                # The leader may have been the last member to hold the new users.
-                clients.publish(where, own_host, legacy_password, ready)
-            members = cluster_journal.current.members
-            self.step_rotation(peers, members, ok=passwords is not None and not workload.problems)
+            cluster = cluster_journal.current
+            self.serve_clients(peers, clients, workload, cluster, addressing, passwords, reports)
+            ok = passwords is not None and not workload.problems
+            self.step_rotation(peers, cluster.members, ok=ok)
         self.problems.extend(workload.problems + clients.problems)
+
+    def serve_clients(
+        self,
+        peers: ops.Relation,
+        clients: ClientRelations,
+        workload: Workload,
+        cluster: ClusterFacts,
+        addressing: Addressing,
+        passwords: Passwords | None,
+        reports: list[MemberReport],
+    ) -> None:
+        """Publish to the client relations, apply their users, report the users held.
+
+        The endpoints are a projection of the cluster facts of this hook; the
+        credentials of new users go out once every serving member holds them.
+        """
+        where = endpoints(
+            cluster,
+            addressing.host_of,
+            functools.partial(master_name, self.app.name),
+            port=REDIS_PORT,
+            sentinel_port=SENTINEL_PORT,
+        )
+        own_host = addressing.host_of(self.unit.name)
+        legacy_password = passwords.client if passwords else None
+
+        def ready(digest: str | None) -> bool:
+            applied = {u.name: peers.data[u].get(APPLIED_KEY) for u in (self.unit, *peers.units)}
+            serving = [r.unit for r in reports if r.redis_up]
+            return credentials_ready(digest, applied, serving, cluster.primary)
+
+        if clients.publish(where, own_host, legacy_password, ready):
+            workload.client_users = clients.acl_users()
+        workload.reconcile_config()
+        if passwords is not None and not workload.problems and not clients.unreadable:
+            self.save(peers, self.unit, APPLIED_KEY, clients.applied_digest())
+            # The leader may have been the last member to hold the new users.
+            clients.publish(where, own_host, legacy_password, ready)
 
     def execute_cluster_effect(self, effect: Effect) -> None:
         """The leader's effects: only a refusal needs the charm (the action's answer)."""
@@ -347,6 +365,11 @@ class RedisK8sCharm(ops.CharmBase):
         return where.primary or ""
 
     # --------------------------------------------------------- config, secrets
+
+    def _on_secret_remove(self, event: ops.SecretRemoveEvent) -> None:
+        """No unit tracks this revision of one of our secrets any more: prune it."""
+        if event.secret.label in (SECRET_LABEL, USERS_LABEL):
+            event.remove_revision()
 
     def charm_config(self) -> CharmConfig | None:
         """The operator's config, validated; None (and a problem noted) when invalid."""

@@ -194,3 +194,21 @@ def test_a_bad_system_users_secret_blocks_with_the_reason(ctx, net, tmp_path):
     assert state.unit_status.name == "blocked"
     assert state.unit_status.message.startswith("system-users: keys must be")
     assert json.dumps(dict(peers_of(state).local_app_data)).count("root-password") == 0
+
+
+def test_an_old_revision_of_our_secrets_is_pruned_when_nobody_tracks_it(ctx, net, tmp_path):
+    state = lone_primary(ctx, net, tmp_path)
+    state = ctx.run(ctx.on.action("rotate-passwords"), state)  # new revisions of the secret
+    secret = internal_secret(state)
+    ctx.run(ctx.on.secret_remove(secret, revision=1), state)
+    assert ctx.removed_secret_revisions == [1]
+
+
+def test_a_foreign_secret_revision_is_left_alone(ctx, net, tmp_path):
+    state = lone_primary(ctx, net, tmp_path)
+    other = testing.Secret({"x": "y"}, owner="app", label="someone-else")
+    ctx.run(
+        ctx.on.secret_remove(other, revision=1),
+        dataclasses.replace(state, secrets={*state.secrets, other}),
+    )
+    assert ctx.removed_secret_revisions == []
