@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -261,6 +262,11 @@ class ClientRelations:
     def _handler(self, endpoint: str) -> ResourceProviderEventHandler:
         """The library's provider handler of ``endpoint``, created the first time it is needed."""
         if endpoint not in self._handlers:
+            with warnings.catch_warnings():
+                # Its models trigger pydantic's UnsupportedFieldAttributeWarning (twice, at
+                # import): noise in every such hook's log, nothing for an operator to do.
+                warnings.simplefilter("ignore")
+                import dpcharmlibs.interfaces  # noqa: F401
             from dpcharmlibs.interfaces import RequirerCommonModel, ResourceProviderEventHandler
 
             self._handlers[endpoint] = ResourceProviderEventHandler(
