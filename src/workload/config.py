@@ -8,7 +8,12 @@ files and starts the services.
 Secrets are kept out of the rendered main text, which may be logged or shown:
 
 - ``render_redis_conf`` ends with ``include <secrets_path>``; the caller pushes
-  ``render_redis_secrets`` there with mode 0600.
+  ``render_redis_secrets`` there with mode 0600 (``masteruser``/``masterauth``).
+- Users (internal and client) are in the ``aclfile`` (``render_acl_file``), as
+  password hashes only (``#<sha256>``), reloaded at run time with ``ACL LOAD``.
+  Measured on 7.0.15: ``CONFIG REWRITE`` writes the ``aclfile`` path, never the
+  users, into redis.conf (it still copies ``masterauth`` in), and redis refuses
+  ``user`` directives in its config beside an ``aclfile``.
 - Sentinel cannot work that way. Measured on redis-sentinel 7.0.15: it accepts
   ``include``, but it rewrites its own config file on every start and on every
   change (``SENTINEL SET``, a failover, a new replica), and the rewrite copies the

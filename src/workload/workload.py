@@ -11,7 +11,8 @@ Files (``/etc/redis-k8s`` and the sentinel directory are 0700, files 0600,
 owned by the ``redis`` user):
 
 - redis container: ``redis.conf`` (no password, ``include``s ``secrets.conf``),
-  the data directory on the ``data`` storage;
+  ``users.acl`` (every user, password hashes only, ``ACL LOAD``ed when it
+  changes), the data directory on the ``data`` storage;
 - sentinel container: ``sentinel.conf`` on the ``data`` storage (sentinel rewrites
   it and keeps what it learnt there, so it survives a pod restart), and the
   ``client-reconfig-script`` that raises a Pebble notice on every switch.
