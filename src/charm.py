@@ -11,6 +11,7 @@ facts. No decision is taken here: they are all in ``src/machine``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 from collections.abc import Callable
@@ -19,21 +20,24 @@ from typing import Any
 import ops
 from pydantic import ValidationError
 
-from machine import journal
+from machine import journal, records, rotation
+from machine.clients import credentials_ready, endpoints
 from machine.hook import leader_can_decide, report, run_cluster, run_unit
 from machine.types import (
     ClusterFacts,
     ClusterState,
     Effect,
     Event,
+    MemberReport,
     RefuseRequest,
     UnitFacts,
     UnitInput,
     UnitState,
 )
+from relations import ALL_ENDPOINTS, USERS_LABEL, ClientRelations
 from workload.addressing import Addressing
-from workload.config import CharmConfig
-from workload.workload import Passwords, Workload
+from workload.config import ADMIN_USER, LEGACY_USER, REPLICATION_USER, CharmConfig
+from workload.workload import REDIS_PORT, SENTINEL_PORT, Passwords, Workload, master_name
 
 logger = logging.getLogger(__name__)
 # Every log record of a hook becomes a juju-log call (a process); the engine's
@@ -45,7 +49,16 @@ UNIT_JOURNAL_KEY = "unit-journal"
 CLUSTER_JOURNAL_KEY = "cluster-journal"
 SECRET_ID_KEY = "internal-secret-id"
 SECRET_LABEL = "internal-passwords"
-PASSWORD_FIELDS = ("admin-password", "replication-password", "sentinel-password")
+PASSWORD_FIELDS = (
+    "admin-password",
+    "replication-password",
+    "sentinel-password",
+    "client-password",
+)
+APPLIED_KEY = "clients-applied"
+"""Unit peer data: the digest of the client users this unit's redis holds."""
+ROTATION_KEY = "rotation"
+"""Peer data: the leader's ``RotationRecord`` (app), each unit's ``UnitRotation`` (unit)."""
 
 
 def events(charm: ops.CharmBase) -> dict[str, tuple[ops.BoundEvent, Event]]:
@@ -77,7 +90,15 @@ def events(charm: ops.CharmBase) -> dict[str, tuple[ops.BoundEvent, Event]]:
         on["data"].storage_attached: Event.STORAGE_ATTACHED,
         on["data"].storage_detaching: Event.STORAGE_DETACHING,
         on.switchover_action: Event.SWITCHOVER_ACTION,
+        on.rotate_passwords_action: Event.ROTATE_PASSWORDS_ACTION,
     }
+    for endpoint in ALL_ENDPOINTS:
+        relation_events = on[endpoint]
+        table[relation_events.relation_created] = Event.CLIENT_RELATION_CHANGED
+        table[relation_events.relation_joined] = Event.CLIENT_RELATION_CHANGED
+        table[relation_events.relation_changed] = Event.CLIENT_RELATION_CHANGED
+        table[relation_events.relation_departed] = Event.CLIENT_RELATION_CHANGED
+        table[relation_events.relation_broken] = Event.CLIENT_RELATION_BROKEN
     return {bound.event_kind: (bound, kind) for bound, kind in table.items()}
 
 
@@ -92,16 +113,24 @@ class RedisK8sCharm(ops.CharmBase):
             framework.observe(bound_event, self._on_event)
         framework.observe(self.on.collect_unit_status, self._on_collect_unit_status)
         framework.observe(self.on.collect_app_status, self._on_collect_app_status)
+        framework.observe(self.on.describe_cluster_action, self._on_describe_cluster_action)
+        framework.observe(self.on.history_action, self._on_history_action)
+        framework.observe(self.on.credentials_action, self._on_credentials_action)
+        framework.observe(self.on.secret_remove, self._on_secret_remove)
         self.problems: list[str] = []
         self.config_error: str | None = None
         self.refusal: str | None = None
+        self.secret_content: dict[str, str] = {}
 
     # ---------------------------------------------------------------- the hook
 
     def _on_event(self, event: ops.EventBase) -> None:
         _, kind = self.inputs[event.handle.kind]
         if isinstance(event, ops.ActionEvent):
-            self._on_switchover_action(event)
+            if kind is Event.SWITCHOVER_ACTION:
+                self._on_switchover_action(event)
+            else:
+                self._on_rotate_passwords_action(event)
             return
         departing = getattr(event, "departing_unit", None)
         if kind is Event.PEER_RELATION_DEPARTED and departing == self.unit:
@@ -116,7 +145,10 @@ class RedisK8sCharm(ops.CharmBase):
         config = self.charm_config()
         passwords = self.passwords(peers)
         addressing = Addressing(self.app.name, own_host=self.bind_address())
-        workload = Workload(self.unit, addressing, config, passwords)
+        clients = ClientRelations(self, peers)
+        workload = Workload(
+            self.unit, addressing, config, passwords, client_users=clients.acl_users()
+        )
         unit_journal = self.load(journal.load_unit, peers.data[self.unit].get(UNIT_JOURNAL_KEY))
         cluster_journal = self.load(
             journal.load_cluster, peers.data[self.app].get(CLUSTER_JOURNAL_KEY)
@@ -135,6 +167,7 @@ class RedisK8sCharm(ops.CharmBase):
             )
 
         seen = cluster_journal.current
+        reports: list[MemberReport] = []
         unit_journal = step_unit(unit_journal, seen)
         self.save(peers, self.unit, UNIT_JOURNAL_KEY, journal.dump(unit_journal))
         if self.unit.is_leader() and leader_can_decide(kind, unit_journal.current):
@@ -153,8 +186,49 @@ class RedisK8sCharm(ops.CharmBase):
                 unit_journal = step_unit(unit_journal, cluster_journal.current)
                 self.save(peers, self.unit, UNIT_JOURNAL_KEY, journal.dump(unit_journal))
         if kind not in (Event.STOP, Event.REMOVE, Event.STORAGE_DETACHING):
-            workload.reconcile_config()
-        self.problems.extend(workload.problems)
+            cluster = cluster_journal.current
+            self.serve_clients(peers, clients, workload, cluster, addressing, passwords, reports)
+            ok = passwords is not None and not workload.problems
+            self.step_rotation(peers, cluster.members, ok=ok)
+        self.problems.extend(workload.problems + clients.problems)
+
+    def serve_clients(
+        self,
+        peers: ops.Relation,
+        clients: ClientRelations,
+        workload: Workload,
+        cluster: ClusterFacts,
+        addressing: Addressing,
+        passwords: Passwords | None,
+        reports: list[MemberReport],
+    ) -> None:
+        """Publish to the client relations, apply their users, report the users held.
+
+        The endpoints are a projection of the cluster facts of this hook; the
+        credentials of new users go out once every serving member holds them.
+        """
+        where = endpoints(
+            cluster,
+            addressing.host_of,
+            functools.partial(master_name, self.app.name),
+            port=REDIS_PORT,
+            sentinel_port=SENTINEL_PORT,
+        )
+        own_host = addressing.host_of(self.unit.name)
+        legacy_password = passwords.client if passwords else None
+
+        def ready(digest: str | None) -> bool:
+            applied = {u.name: peers.data[u].get(APPLIED_KEY) for u in (self.unit, *peers.units)}
+            serving = [r.unit for r in reports if r.redis_up]
+            return credentials_ready(digest, applied, serving, cluster.primary)
+
+        if clients.publish(where, own_host, legacy_password, ready):
+            workload.client_users = clients.acl_users()
+        workload.reconcile_config()
+        if passwords is not None and not workload.problems and not clients.unreadable:
+            self.save(peers, self.unit, APPLIED_KEY, clients.applied_digest())
+            # The leader may have been the last member to hold the new users.
+            clients.publish(where, own_host, legacy_password, ready)
 
     def execute_cluster_effect(self, effect: Effect) -> None:
         """The leader's effects: only a refusal needs the charm (the action's answer)."""
@@ -191,7 +265,10 @@ class RedisK8sCharm(ops.CharmBase):
     # ------------------------------------------------------------- the action
 
     def _on_switchover_action(self, event: ops.ActionEvent) -> None:
-        target = event.params.get("target")
+        from actions import SwitchoverParams
+
+        params = event.load_params(SwitchoverParams, errors="fail")
+        target = params.target
         if not self.unit.is_leader():
             event.fail("run the switchover action on the leader unit")
             return
@@ -214,7 +291,85 @@ class RedisK8sCharm(ops.CharmBase):
             }
         )
 
+    def _on_describe_cluster_action(self, event: ops.ActionEvent) -> None:
+        from actions import NoParams, describe_cluster
+
+        event.load_params(NoParams, errors="fail")
+        peers = self.model.get_relation(PEER)
+        if peers is None:
+            event.fail("the peer relation does not exist yet")
+            return
+        cluster = self.cluster_facts()
+        units = {self.unit.name: self.unit_facts()}
+        for unit in peers.units:
+            units[unit.name] = journal.load_unit(peers.data[unit].get(UNIT_JOURNAL_KEY))[0].current
+        result = describe_cluster(cluster, units)
+        record = self.rotation_record(peers)
+        result["password-rotation"] = {
+            "phase": record.phase,
+            "round": record.revision,
+            "confirmed": ",".join(record.confirmed),
+        }
+        event.set_results(result)
+
+    def _on_history_action(self, event: ops.ActionEvent) -> None:
+        from actions import HistoryParams, history
+
+        params = event.load_params(HistoryParams, errors="fail")
+        peers = self.model.get_relation(PEER)
+        if peers is None:
+            event.fail("the peer relation does not exist yet")
+            return
+        if params.machine == "unit":
+            text = peers.data[self.unit].get(UNIT_JOURNAL_KEY)
+            loaded, problem = journal.load_unit(text)
+        else:
+            loaded, problem = journal.load_cluster(peers.data[self.app].get(CLUSTER_JOURNAL_KEY))
+        if problem:
+            event.fail(f"the persisted journal is unreadable: {problem}")
+            return
+        event.set_results(history(loaded, params.limit))
+
+    def _on_credentials_action(self, event: ops.ActionEvent) -> None:
+        from actions import NoParams
+
+        event.load_params(NoParams, errors="fail")
+        peers = self.model.get_relation(PEER)
+        passwords = None if peers is None else self.passwords(peers)
+        if peers is None or passwords is None:
+            event.fail("the internal passwords are not available yet (no peer relation or secret)")
+            return
+        event.set_results(
+            {
+                "username": ADMIN_USER,
+                "password": passwords.admin,
+                "primary": self.primary_endpoint(),
+                "where": (
+                    f"internal users (admin, replication, sentinel, default): Juju secret"
+                    f" {peers.data[self.app].get(SECRET_ID_KEY)} (label {SECRET_LABEL});"
+                    " each client relation's user: the Juju secret shared with that"
+                    " requirer; legacy redis relation: the password field of its data"
+                ),
+            }
+        )
+
+    def primary_endpoint(self) -> str:
+        """``host:port`` of the recorded primary, or empty when none is established."""
+        where = endpoints(
+            self.cluster_facts(),
+            Addressing(self.app.name).host_of,
+            functools.partial(master_name, self.app.name),
+            port=REDIS_PORT,
+            sentinel_port=SENTINEL_PORT,
+        )
+        return where.primary or ""
+
     # --------------------------------------------------------- config, secrets
+
+    def _on_secret_remove(self, event: ops.SecretRemoveEvent) -> None:
+        """No unit tracks this revision of one of our secrets any more: prune it."""
+        if event.secret.label in (SECRET_LABEL, USERS_LABEL):
+            event.remove_revision()
 
     def charm_config(self) -> CharmConfig | None:
         """The operator's config, validated; None (and a problem noted) when invalid."""
@@ -237,16 +392,127 @@ class RedisK8sCharm(ops.CharmBase):
             return None
         try:
             secret = self.model.get_secret(id=secret_id)
-            content = secret.get_content(refresh=not self.unit.is_leader())
+            # refresh: since Juju 3.1.7 / 3.3.1 an owner tracks a revision too.
+            content = secret.get_content(refresh=True)
         except (ops.SecretNotFoundError, ops.ModelError) as error:
             logger.warning("internal secret not readable: %s", type(error).__name__)
             return None
-        if any(field not in content for field in PASSWORD_FIELDS):
+        missing = [field for field in PASSWORD_FIELDS if field not in content]
+        if missing and self.unit.is_leader():
+            # A field this revision of the charm added: the leader completes the secret.
+            content |= {field: secrets.token_urlsafe(24) for field in missing}
+            secret.set_content(content)
+        elif missing:
             return None
-        return Passwords(
-            admin=content["admin-password"],
-            replication=content["replication-password"],
-            sentinel=content["sentinel-password"],
+        self.secret_content = content
+        return passwords_in_use(content, self.rotation_record(peers))
+
+    # -------------------------------------------------------------- rotation
+
+    def rotation_record(self, peers: ops.Relation) -> records.RotationRecord:
+        """The leader's record of the rotation in progress (idle when none)."""
+        record, problem = records.load(
+            records.RotationRecord, peers.data[self.app].get(ROTATION_KEY)
+        )
+        if problem:
+            logger.warning("rotation record unreadable, treated as idle: %s", problem)
+        return record
+
+    def operator_passwords(self) -> dict[str, str] | None:
+        """The passwords the operator set in the ``system-users`` secret (None: not set)."""
+        secret_id = self.config.get("system-users")
+        if not secret_id:
+            return None
+        try:
+            content = self.model.get_secret(id=str(secret_id)).get_content(refresh=True)
+        except (ops.SecretNotFoundError, ops.ModelError) as error:
+            self.problems.append(
+                f"system-users: secret not readable ({type(error).__name__}):"
+                " grant it to the application"
+            )
+            return None
+        wanted = {f"{user}-password" for user in rotation.ROTATABLE}
+        unknown = sorted(set(content) - wanted)
+        bad = sorted(k for k in set(content) & wanted if len(content[k]) < 8)
+        if unknown or bad:
+            self.problems.append(
+                f"system-users: keys must be {', '.join(sorted(wanted))}"
+                f" with at least 8 characters (unknown {unknown}, too short {bad})"
+            )
+            return None
+        return {k: content[k] for k in wanted & set(content)}
+
+    def start_rotation(self, peers: ops.Relation, new: dict[str, str]) -> str | None:
+        """Write the new passwords beside the current ones and begin; why not, if refused."""
+        record, refusal = rotation.begin(self.rotation_record(peers))
+        if refusal is not None:
+            return refusal
+        secret = self.model.get_secret(id=peers.data[self.app][SECRET_ID_KEY])
+        nexts = {f"{field}-next": value for field, value in new.items()}
+        content = secret.get_content(refresh=True) | nexts
+        secret.set_content(content)
+        self.save(peers, self.app, ROTATION_KEY, records.dump(record))
+        logger.info("password rotation %d started for %s", record.revision, sorted(new))
+        return None
+
+    def step_rotation(self, peers: ops.Relation, members: tuple[str, ...], ok: bool) -> None:
+        """Report this unit's phase when its work is done; the leader advances the rotation."""
+        record = self.rotation_record(peers)
+        if record.phase != "idle" and ok:
+            mine = records.UnitRotation(phase=record.phase, revision=record.revision)
+            self.save(peers, self.unit, ROTATION_KEY, records.dump(mine))
+        if not self.unit.is_leader():
+            return
+        if record.phase == "idle":
+            new = self.operator_passwords()
+            current = self.secret_content
+            changed = {k: v for k, v in (new or {}).items() if current.get(k) != v}
+            if changed:
+                self.start_rotation(peers, changed)
+            return
+        reports = {}
+        for unit in (self.unit, *peers.units):
+            text = peers.data[unit].get(ROTATION_KEY)
+            reports[unit.name] = records.load(records.UnitRotation, text)[0]
+        after, promote = rotation.advance(record, members or (self.unit.name,), reports)
+        if promote:
+            secret = self.model.get_secret(id=peers.data[self.app][SECRET_ID_KEY])
+            secret.set_content(promoted(secret.get_content(refresh=True)))
+        if after != record:
+            logger.info(
+                "password rotation %d: %s -> %s", after.revision, record.phase, after.phase
+            )
+            self.save(peers, self.app, ROTATION_KEY, records.dump(after))
+
+    def _on_rotate_passwords_action(self, event: ops.ActionEvent) -> None:
+        from actions import RotateParams
+
+        params = event.load_params(RotateParams, errors="fail")
+        peers = self.model.get_relation(PEER)
+        if not self.unit.is_leader():
+            event.fail("run the rotate-passwords action on the leader unit")
+            return
+        if peers is None or self.passwords(peers) is None:
+            event.fail("the internal passwords are not available yet")
+            return
+        if self.config.get("system-users"):
+            event.fail("passwords come from the system-users secret: add a revision to it")
+            return
+        new = {f"{user}-password": secrets.token_urlsafe(24) for user in params.user_list}
+        refusal = self.start_rotation(peers, new)
+        if refusal is not None:
+            event.fail(refusal)
+            return
+        self.run(Event.ROTATE_PASSWORDS_ACTION)
+        record = self.rotation_record(peers)
+        event.set_results(
+            {
+                "users": ",".join(params.user_list),
+                "rotation": record.revision,
+                "phase": record.phase,
+                "message": "rolling out: every unit accepts both passwords, then uses the new"
+                " ones, then the old ones are removed; describe-cluster shows the phase",
+            }
         )
 
     # ------------------------------------------------------------------ status
@@ -267,6 +533,11 @@ class RedisK8sCharm(ops.CharmBase):
     def _on_collect_unit_status(self, event: ops.CollectStatusEvent) -> None:
         if self.charm_config() is None and self.config_error is not None:
             event.add_status(ops.BlockedStatus(self.config_error))
+        if self.unit.is_leader() and self.config.get("system-users"):
+            self.operator_passwords()
+            for problem in self.problems:
+                if problem.startswith("system-users"):
+                    event.add_status(ops.BlockedStatus(problem[:200]))
         facts = self.unit_facts()
         if facts is None:
             event.add_status(ops.WaitingStatus("waiting for the peer relation"))
@@ -274,8 +545,50 @@ class RedisK8sCharm(ops.CharmBase):
         event.add_status(unit_status(facts, self.cluster_facts()))
 
     def _on_collect_app_status(self, event: ops.CollectStatusEvent) -> None:
-        if self.unit.is_leader():
-            event.add_status(app_status(self.cluster_facts()))
+        if not self.unit.is_leader():
+            return
+        status = app_status(self.cluster_facts())
+        peers = self.model.get_relation(PEER)
+        note = None if peers is None else ClientRelations(self, peers).record().note
+        if note and isinstance(status, ops.ActiveStatus):
+            # A requirer's bad request is its operator's to fix: said, not blocking.
+            status = ops.ActiveStatus(f"{status.message}; client relations: {note}"[:400])
+        event.add_status(status)
+
+
+def passwords_in_use(content: dict[str, str], record: records.RotationRecord) -> Passwords:
+    """The passwords this unit uses and accepts, from the secret and the rotation phase."""
+    use_next, accept_other = rotation.in_use(record)
+    accepted: list[tuple[str, str]] = []
+
+    def pick(field: str, user: str) -> str:
+        current, new = content[field], content.get(f"{field}-next")
+        if new is None:
+            return current
+        using, other = (new, current) if use_next else (current, new)
+        if accept_other:
+            accepted.append((user, other))
+        return using
+
+    admin = pick("admin-password", ADMIN_USER)
+    replication = pick("replication-password", REPLICATION_USER)
+    client = pick("client-password", LEGACY_USER)
+    return Passwords(
+        admin=admin,
+        replication=replication,
+        sentinel=content["sentinel-password"],
+        client=client,
+        also_accepted=tuple(accepted),
+    )
+
+
+def promoted(content: dict[str, str]) -> dict[str, str]:
+    """The secret content once the new passwords are the current ones."""
+    result = {k: v for k, v in content.items() if not k.endswith("-next")}
+    for key, value in content.items():
+        if key.endswith("-next"):
+            result[key.removesuffix("-next")] = value
+    return result
 
 
 # ---------------------------------------------------------------------- helpers

@@ -59,7 +59,12 @@ class Event(enum.StrEnum):
     STORAGE_ATTACHED = "storage-attached"
     STORAGE_DETACHING = "storage-detaching"
     SECRET_CHANGED = "secret-changed"
+    CLIENT_RELATION_CHANGED = "client-relation-changed"
+    """A client relation (``redis``, ``valkey-client``, ``redis-client``) came or changed."""
+    CLIENT_RELATION_BROKEN = "client-relation-broken"
+    """A client relation is going: its user is removed."""
     SWITCHOVER_ACTION = "switchover-action"
+    ROTATE_PASSWORDS_ACTION = "rotate-passwords-action"
 
 
 # ------------------------------------------------------------------- states

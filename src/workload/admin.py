@@ -62,7 +62,7 @@ SECRET_OPTIONS = frozenset({"requirepass", "masterauth", "auth-pass", "auth-user
 """``CONFIG SET`` / ``SENTINEL SET`` options whose values never appear in a message."""
 
 _LINK_DOWN_FLAGS = frozenset({"s_down", "o_down", "disconnected"})
-_COMMANDS_WITH_SUBCOMMAND = frozenset({"CLIENT", "CONFIG", "INFO", "SENTINEL"})
+_COMMANDS_WITH_SUBCOMMAND = frozenset({"ACL", "CLIENT", "CONFIG", "INFO", "SENTINEL"})
 
 Role = Literal["master", "slave"]
 
@@ -213,11 +213,13 @@ class _AdminClient:
         password: str | None = None,
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
+        username: str | None = None,
         unresponsive: set[tuple[str, int]] | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.timeout = timeout
+        self.username = username
         self._password = password
         self._connection: redis.Redis | None = None
         self._unresponsive = unresponsive
@@ -259,6 +261,7 @@ class _AdminClient:
             self._connection = redis.Redis(
                 self.host,
                 self.port,
+                username=self.username,
                 password=self._password,
                 socket_connect_timeout=self.timeout,
                 socket_timeout=self.timeout,
@@ -334,7 +337,7 @@ class _AdminClient:
 
 
 class RedisAdmin(_AdminClient):
-    """The charm's admin connection to one redis-server (the ``default`` user).
+    """The charm's admin connection to one redis-server (as ``username``; ``default`` if None).
 
     Every method is one command with the timeout of the constructor; see the module
     docstring for what they raise.
@@ -349,10 +352,13 @@ class RedisAdmin(_AdminClient):
         password: str | None = None,
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
+        username: str | None = None,
         unresponsive: set[tuple[str, int]] | None = None,
     ) -> None:
         """Prepare a connection to redis at ``host:port``; nothing connects until a call."""
-        super().__init__(host, port, password, timeout=timeout, unresponsive=unresponsive)
+        super().__init__(
+            host, port, password, timeout=timeout, username=username, unresponsive=unresponsive
+        )
 
     def replication(self) -> Replication:
         """Role, offset and links, from ``INFO replication``."""
@@ -387,6 +393,24 @@ class RedisAdmin(_AdminClient):
             return
         words = [word for option in options.items() for word in option]
         self._call_ok("CONFIG", "SET", *words, secrets=_secret_values(options))
+
+    def acl_load(self) -> None:
+        """Replace every user by those of the ACL file (``ACL LOAD``), all or nothing.
+
+        Clients of a user that is gone, or whose password changed, are disconnected
+        by redis; a file with an error changes nothing and is refused.
+        """
+        self._call_ok("ACL", "LOAD")
+
+    def acl_users(self) -> list[str]:
+        """The names of the users redis has now (``ACL USERS``)."""
+        args = ("ACL", "USERS")
+        return self._parsed(args, self._call(*args), lambda reply: [str(u) for u in reply])
+
+    def info_server(self) -> dict[str, str]:
+        """``INFO server`` as fields (``redis_version``...)."""
+        args = ("INFO", "server")
+        return self._parsed(args, self._call(*args), _info_fields)
 
     def config_rewrite(self) -> None:
         """Persist the running config into redis.conf (``CONFIG REWRITE``)."""

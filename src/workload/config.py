@@ -8,7 +8,12 @@ files and starts the services.
 Secrets are kept out of the rendered main text, which may be logged or shown:
 
 - ``render_redis_conf`` ends with ``include <secrets_path>``; the caller pushes
-  ``render_redis_secrets`` there with mode 0600.
+  ``render_redis_secrets`` there with mode 0600 (``masteruser``/``masterauth``).
+- Users (internal and client) are in the ``aclfile`` (``render_acl_file``), as
+  password hashes only (``#<sha256>``), reloaded at run time with ``ACL LOAD``.
+  Measured on 7.0.15: ``CONFIG REWRITE`` writes the ``aclfile`` path, never the
+  users, into redis.conf (it still copies ``masterauth`` in), and redis refuses
+  ``user`` directives in its config beside an ``aclfile``.
 - Sentinel cannot work that way. Measured on redis-sentinel 7.0.15: it accepts
   ``include``, but it rewrites its own config file on every start and on every
   change (``SENTINEL SET``, a failover, a new replica), and the rewrite copies the
@@ -42,7 +47,9 @@ when the machine says so.
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import (
@@ -60,6 +67,23 @@ FENCE_PRIMARY: tuple[str, int] = ("127.255.255.254", 1)
 
 REPLICATION_USER = "replication"
 """The ACL user replicas authenticate as; it may only sync."""
+ADMIN_USER = "charm-admin"
+"""The ACL user the charm (and an operator: the ``credentials`` action) administers with."""
+SENTINEL_USER = "sentinel"
+"""The ACL user the sentinels use on redis (``sentinel auth-user``)."""
+LEGACY_USER = "default"
+"""The user of clients that send ``AUTH <password>`` only: the legacy ``redis`` relation."""
+
+ADMIN_RULES = "~* &* +@all"
+REPLICATION_RULES = "resetchannels -@all +psync +replconf +ping"
+SENTINEL_RULES = (
+    "resetchannels &__sentinel__:hello -@all +client +subscribe +publish +ping +info"
+    " +multi +exec +slaveof +replicaof +config +role +script|kill"
+)
+"""What Sentinel sends to redis (Redis' ACL docs for Sentinel, plus ROLE and REPLICAOF)."""
+LEGACY_CLIENT_RULES = "~* &* +@all -@admin"
+"""Legacy clients get the whole key space, never administration (CONFIG, ACL, REPLICAOF...)."""
+_USER_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 
 RDB_SAVE_SCHEDULE = "3600 1 300 100 60 10000"
 """Snapshot after 1 change in an hour, 100 in 5 minutes, 10000 in a minute."""
@@ -146,6 +170,7 @@ def render_redis_conf(
     secrets_path: str,
     bind: str = "0.0.0.0",
     port: int = 6379,
+    aclfile: str,
     replica_of: tuple[str, int] | None = None,
     fenced: bool = False,
 ) -> str:
@@ -156,6 +181,7 @@ def render_redis_conf(
         hostname: the unit's stable name, announced to the primary and Sentinel.
         data_dir: where redis keeps its AOF and RDB files.
         secrets_path: where the caller puts ``render_redis_secrets`` (mode 0600).
+        aclfile: where the caller puts ``render_acl_file`` (mode 0600): every user.
         bind: the address redis listens on.
         port: the port redis listens on.
         replica_of: the primary's (host, port) when this unit is a replica.
@@ -186,6 +212,7 @@ def render_redis_conf(
         f"min-replicas-max-lag {config.min_replicas_max_lag_s}",
         f"maxmemory {config.maxmemory_bytes}",
         f"maxmemory-policy {config.maxmemory_policy}",
+        f"aclfile {_quoted(aclfile)}",
     ]
     if primary is not None:
         lines.append(f"replicaof {_checked_name(primary[0])} {_checked_port(primary[1])}")
@@ -193,21 +220,59 @@ def render_redis_conf(
     return _text(lines)
 
 
-def render_redis_secrets(admin_password: str, replication_password: str) -> str:
-    """Render the file redis.conf includes: the passwords, to be written with mode 0600.
+def render_redis_secrets(replication_password: str) -> str:
+    """Render the file redis.conf includes: how a replica authenticates (mode 0600).
 
-    Clients and Sentinel use the ``default`` user (``requirepass``); replicas use
-    the ``replication`` ACL user, which may only sync.
+    Users are not here: redis refuses ``user`` directives beside an ``aclfile``
+    (``render_acl_file``), and the ACL file can be reloaded at run time.
     """
     return _text(
         [
-            f"requirepass {_quoted(admin_password)}",
-            f"user {REPLICATION_USER} on {_quoted('>' + replication_password)}"
-            " -@all +psync +replconf +ping",
             f"masteruser {REPLICATION_USER}",
             f"masterauth {_quoted(replication_password)}",
         ]
     )
+
+
+def password_hash(password: str) -> str:
+    """The SHA-256 hex digest redis' ACL rules take as ``#<hash>``."""
+    return hashlib.sha256(password.encode()).hexdigest()
+
+
+def acl_rule(passwords: Sequence[str], rules: str) -> str:
+    """One user's rule text: ``on``, a ``#hash`` per accepted password, then ``rules``.
+
+    Several passwords are all accepted: that is how a rotation keeps the old one
+    working until every client has the new one.
+
+    Raises:
+        ValueError: no password (a user without one would be open, or locked out).
+    """
+    if not passwords:
+        raise ValueError("an ACL user needs at least one password")
+    hashes = " ".join(f"#{password_hash(p)}" for p in dict.fromkeys(passwords))
+    return f"on {hashes} {rules}"
+
+
+def render_acl_file(users: Mapping[str, str]) -> str:
+    """Render the ACL file: ``user <name> <rule>`` per user, ``default`` always defined.
+
+    Rules hold password hashes only (``acl_rule``), never a password. A missing
+    ``default`` user is rendered *off*: redis would otherwise create it open.
+
+    Raises:
+        ValueError: a user name redis or this charm would not take.
+    """
+    lines = []
+    for name in sorted(users):
+        if name != LEGACY_USER and not _USER_NAME.match(name):
+            raise ValueError(f"not an ACL user name: {name!r}")
+        if "\n" in users[name]:
+            raise ValueError(f"ACL rules of {name} span lines")
+        lines.append(f"user {name} {users[name]}")
+    if LEGACY_USER not in users:
+        lines.insert(0, f"user {LEGACY_USER} off resetpass -@all")
+    return _text(lines)
 
 
 def render_sentinel_conf(
@@ -266,21 +331,33 @@ def render_sentinel_conf(
 
 
 def render_sentinel_secrets(
-    *, redis_password: str, sentinel_password: str, master_name: str = "primary"
+    *,
+    redis_password: str,
+    sentinel_password: str,
+    master_name: str = "primary",
+    redis_user: str | None = None,
 ) -> str:
     """Render sentinel's secrets: its own password, and those it uses on redis and its peers.
+
+    Args:
+        redis_password: what sentinel authenticates to redis with (``auth-pass``).
+        sentinel_password: sentinel's own password, the same on every sentinel.
+        master_name: the monitored primary's name.
+        redis_user: the ACL user sentinel authenticates to redis as (``auth-user``);
+            None for the ``default`` user.
 
     Raises:
         ValueError: a password sentinel would corrupt when it rewrites its file.
     """
-    return _text(
-        [
-            f"requirepass {_quoted(_sentinel_safe(sentinel_password))}",
-            f"sentinel sentinel-pass {_quoted(sentinel_password)}",
-            f"sentinel auth-pass {_checked_name(master_name)}"
-            f" {_quoted(_sentinel_safe(redis_password))}",
-        ]
-    )
+    name = _checked_name(master_name)
+    lines = [
+        f"requirepass {_quoted(_sentinel_safe(sentinel_password))}",
+        f"sentinel sentinel-pass {_quoted(sentinel_password)}",
+    ]
+    if redis_user is not None:
+        lines.append(f"sentinel auth-user {name} {_checked_name(redis_user)}")
+    lines.append(f"sentinel auth-pass {name} {_quoted(_sentinel_safe(redis_password))}")
+    return _text(lines)
 
 
 def sentinel_file_text(conf: str, secrets: str) -> str:

@@ -11,7 +11,8 @@ Files (``/etc/redis-k8s`` and the sentinel directory are 0700, files 0600,
 owned by the ``redis`` user):
 
 - redis container: ``redis.conf`` (no password, ``include``s ``secrets.conf``),
-  the data directory on the ``data`` storage;
+  ``users.acl`` (every user, password hashes only, ``ACL LOAD``ed when it
+  changes), the data directory on the ``data`` storage;
 - sentinel container: ``sentinel.conf`` on the ``data`` storage (sentinel rewrites
   it and keeps what it learnt there, so it survives a pod restart), and the
   ``client-reconfig-script`` that raises a Pebble notice on every switch.
@@ -28,7 +29,7 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import ops
 
@@ -47,13 +48,25 @@ from machine.types import (
 from workload import admin, layers
 from workload.addressing import Addressing
 from workload.config import (
+    ADMIN_RULES,
+    ADMIN_USER,
     FENCE_PRIMARY,
+    LEGACY_CLIENT_RULES,
+    LEGACY_USER,
+    REPLICATION_RULES,
+    REPLICATION_USER,
+    SENTINEL_RULES,
     CharmConfig,
+    acl_rule,
+    render_acl_file,
     render_redis_conf,
     render_redis_secrets,
     render_sentinel_conf,
     render_sentinel_secrets,
     sentinel_file_text,
+)
+from workload.config import (
+    SENTINEL_USER as SENTINEL_ACL_USER,
 )
 
 logger = logging.getLogger(__name__)
@@ -75,6 +88,8 @@ the charm only at the next update-status.
 CONFIG_DIR = "/etc/redis-k8s"
 REDIS_CONF = f"{CONFIG_DIR}/redis.conf"
 REDIS_SECRETS = f"{CONFIG_DIR}/secrets.conf"
+ACL_FILE = f"{CONFIG_DIR}/users.acl"
+"""Every redis user, internal and client, as password hashes; reloaded with ``ACL LOAD``."""
 DATA_DIR = "/var/lib/redis/data"
 SENTINEL_DIR = "/var/lib/redis/sentinel"
 SENTINEL_CONF = f"{SENTINEL_DIR}/sentinel.conf"
@@ -108,15 +123,40 @@ def generation_of(app: str, name: str) -> int | None:
 
 @dataclasses.dataclass(frozen=True)
 class Passwords:
-    """The internal passwords, from the application's Juju secret."""
+    """The internal passwords, from the application's Juju secret.
+
+    Each is the password this unit *uses*; ``also_accepted`` are further passwords
+    redis accepts for a user while a rotation rolls across the units (``user`` ->
+    passwords), so that a unit still using the other one is never locked out.
+    """
 
     admin: str
     replication: str
     sentinel: str
+    client: str
+    """The ``default`` user's: the password of the legacy ``redis`` relation."""
+    also_accepted: tuple[tuple[str, str], ...] = ()
 
     def __repr__(self) -> str:
         """Never show a password (in a log line or a traceback)."""
         return "Passwords(<redacted>)"
+
+    def accepted(self, user: str, using: str) -> tuple[str, ...]:
+        """Every password redis accepts for ``user``: the one in use first."""
+        return (using, *(p for u, p in self.also_accepted if u == user and p != using))
+
+    def acl_users(self) -> dict[str, str]:
+        """The internal users' ACL rules (hashes only)."""
+        return {
+            ADMIN_USER: acl_rule(self.accepted(ADMIN_USER, self.admin), ADMIN_RULES),
+            REPLICATION_USER: acl_rule(
+                self.accepted(REPLICATION_USER, self.replication), REPLICATION_RULES
+            ),
+            SENTINEL_ACL_USER: acl_rule(
+                self.accepted(SENTINEL_ACL_USER, self.sentinel), SENTINEL_RULES
+            ),
+            LEGACY_USER: acl_rule(self.accepted(LEGACY_USER, self.client), LEGACY_CLIENT_RULES),
+        }
 
 
 class Workload:
@@ -131,9 +171,17 @@ class Workload:
         *,
         redis_admin: Callable[..., admin.RedisAdmin] | None = None,
         sentinel_admin: Callable[..., admin.SentinelAdmin] | None = None,
+        client_users: Mapping[str, str] | None = None,
     ) -> None:
-        """``config`` is None when the operator's config is invalid: nothing is re-rendered."""
+        """``config`` is None when the operator's config is invalid: nothing is re-rendered.
+
+        ``client_users`` are the client relations' users (name -> ACL rule text, with
+        password hashes only), which every unit holds: redis does not replicate ACLs.
+        None means they could not be read in this hook: the ACL file is kept.
+        """
         self.unit = unit
+        self.client_users = None if client_users is None else dict(client_users)
+        """None: the client users are unknown in this hook; the ACL file is kept as it is."""
         self.me = unit.name
         self.addressing = addressing
         self.config = config
@@ -145,6 +193,8 @@ class Workload:
         self.handover: str | None = None
         self.unresponsive: set[tuple[str, int]] = set()
         """Servers that timed out in this hook: not waited for again (``workload.admin``)."""
+        self.acl_changed = False
+        """The ACL file was rewritten in this hook: a running redis must ``ACL LOAD`` it."""
         self.problems: list[str] = []
         """What could not be done in this hook, for the status and the log."""
 
@@ -158,10 +208,13 @@ class Workload:
                 self.addressing.own_host,
                 REDIS_PORT,
                 password,
+                username=ADMIN_USER,
                 timeout=OWN_SERVER_TIMEOUT_S,
                 unresponsive=self.unresponsive,
             )
-        return self._redis_admin(host, REDIS_PORT, password, unresponsive=self.unresponsive)
+        return self._redis_admin(
+            host, REDIS_PORT, password, username=ADMIN_USER, unresponsive=self.unresponsive
+        )
 
     def sentinel_client(self) -> admin.SentinelAdmin:
         """An admin client of this unit's sentinel."""
@@ -281,6 +334,7 @@ class Workload:
         if not running or not running[layers.REDIS_SERVICE].is_running():
             self.redis.replan()
             return
+        self.load_acl_if_changed()
         target = FENCE_PRIMARY if fenced else replica_of
         with self.redis_client() as client:
             if target is None:
@@ -327,16 +381,25 @@ class Workload:
             hostname=self.addressing.host_of(self.me),
             data_dir=DATA_DIR,
             secrets_path=REDIS_SECRETS,
+            aclfile=ACL_FILE,
             port=REDIS_PORT,
             replica_of=replica_of,
             fenced=fenced,
         )
-        secrets = render_redis_secrets(self.passwords.admin, self.passwords.replication)
+        secrets = render_redis_secrets(self.passwords.replication)
         for directory in (CONFIG_DIR, DATA_DIR):
             self._private_dir(self.redis, directory)
+        if self.client_users is not None or not self.redis.exists(ACL_FILE):
+            self.acl_changed |= self._push_if_changed(self.redis, ACL_FILE, self.acl_text())
         self._push_if_changed(self.redis, REDIS_SECRETS, secrets)
         self._push_if_changed(self.redis, REDIS_CONF, conf)
         return True
+
+    def acl_text(self) -> str:
+        """The ACL file: the internal users and every client relation's user."""
+        assert self.passwords is not None
+        users = (self.client_users or {}) | self.passwords.acl_users()  # internal names win
+        return render_acl_file(users)
 
     def _run_sentinel(self, effect: ConfigureSentinel) -> None:
         """Monitor ``effect.primary`` under the generation's name.
@@ -392,9 +455,10 @@ class Workload:
             client_reconfig_script=SWITCH_SCRIPT,
         )
         secrets = render_sentinel_secrets(
-            redis_password=self.passwords.admin,
+            redis_password=self.passwords.sentinel,
             sentinel_password=self.passwords.sentinel,
             master_name=name,
+            redis_user=SENTINEL_ACL_USER,
         )
         self.sentinel.push(
             SENTINEL_CONF,
@@ -513,6 +577,8 @@ class Workload:
             "maxmemory-policy": config.maxmemory_policy,
             "appendonly": "yes" if config.persistence in ("aof", "aof+rdb") else "no",
         }
+        if self.passwords is not None:  # a rotation switches replicas to the new password
+            live["masterauth"] = self.passwords.replication
         with self.redis_client() as client:
             replication = client.replication()
             current = client.config_get(list(live))
@@ -525,6 +591,7 @@ class Workload:
         if replication.role == "slave" and not fenced and replication.master_host:
             replica_of = (replication.master_host, replication.master_port or REDIS_PORT)
         self._write_redis_files(replica_of=replica_of, fenced=fenced)
+        self.load_acl_if_changed()
         # A new restart policy applies at the next start; replan would restart redis now.
         self.redis.add_layer(REDIS_CONTAINER, self._redis_layer(), combine=True)
 
@@ -552,6 +619,18 @@ class Workload:
                 if changed:
                     client.set(name, changed)
 
+    def load_acl_if_changed(self) -> None:
+        """``ACL LOAD`` the file written in this hook, if it changed and redis runs."""
+        if not self.acl_changed:
+            return
+        running = self.redis.get_services(layers.REDIS_SERVICE)
+        if not running or not running[layers.REDIS_SERVICE].is_running():
+            return  # redis reads the file when it starts
+        with self.redis_client() as client:
+            client.acl_load()
+        self.acl_changed = False
+        logger.info("reloaded the ACL file")
+
     # ------------------------------------------------------------- helpers
 
     @staticmethod
@@ -560,7 +639,8 @@ class Workload:
             container.make_dir(path, make_parents=True, permissions=0o700, user=user, group=user)
 
     @staticmethod
-    def _push_if_changed(container: ops.Container, path: str, text: str) -> None:
+    def _push_if_changed(container: ops.Container, path: str, text: str) -> bool:
         if container.exists(path) and container.pull(path).read() == text:
-            return
+            return False
         container.push(path, text, permissions=0o600, user=SERVICE_USER, group=SERVICE_USER)
+        return True

@@ -27,6 +27,7 @@ import redis
 
 from machine.types import HANDOVER_COMPLETED
 from tests.integration import polling
+from tests.integration.acl_support import write_default_admin_acl
 from workload.admin import (
     RedisAdmin,
     SentinelAdmin,
@@ -128,7 +129,10 @@ class Cluster:
 
     def start_redis(self, unit: Unit, replica_of: Unit | None = None) -> None:
         secrets = unit.root / "redis-secrets.conf"
-        write_private(secrets, render_redis_secrets(ADMIN_PASSWORD, REPLICATION_PASSWORD))
+        write_private(secrets, render_redis_secrets(REPLICATION_PASSWORD))
+        aclfile = write_default_admin_acl(
+            unit.root / "users.acl", ADMIN_PASSWORD, REPLICATION_PASSWORD
+        )
         conf = render_redis_conf(
             self.config,
             hostname=unit.address,
@@ -136,6 +140,7 @@ class Cluster:
             port=unit.redis_port,
             data_dir=str(unit.root / "data"),
             secrets_path=str(secrets),
+            aclfile=aclfile,
             replica_of=None if replica_of is None else (replica_of.address, replica_of.redis_port),
         )
         write_private(unit.root / "redis.conf", conf)

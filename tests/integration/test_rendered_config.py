@@ -21,6 +21,7 @@ import pytest
 import redis
 
 from tests.integration import polling
+from tests.integration.acl_support import write_default_admin_acl
 from workload.config import (
     FENCE_PRIMARY,
     CharmConfig,
@@ -169,7 +170,10 @@ def start_redis(
     start, unit: Unit, config: CharmConfig, *, replica_of=None, fenced=False
 ) -> Process:
     secrets = unit.root / "redis-secrets.conf"
-    write_private(secrets, render_redis_secrets(ADMIN_PASSWORD, REPLICATION_PASSWORD))
+    write_private(secrets, render_redis_secrets(REPLICATION_PASSWORD))
+    aclfile = write_default_admin_acl(
+        unit.root / "users.acl", ADMIN_PASSWORD, REPLICATION_PASSWORD
+    )
     conf = render_redis_conf(
         config,
         hostname=unit.address,
@@ -177,6 +181,7 @@ def start_redis(
         port=unit.redis_port,
         data_dir=str(unit.data_dir),
         secrets_path=str(secrets),
+        aclfile=aclfile,
         replica_of=replica_of,
         fenced=fenced,
     )

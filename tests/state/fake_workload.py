@@ -16,7 +16,7 @@ from pathlib import Path
 
 from workload import admin
 from workload.config import FENCE_PRIMARY
-from workload.workload import REDIS_CONF, SENTINEL_CONF
+from workload.workload import ACL_FILE, REDIS_CONF, SENTINEL_CONF
 
 
 @dataclasses.dataclass
@@ -29,6 +29,8 @@ class FakeRedis:
     keys: int = 0
     config: dict[str, str] = dataclasses.field(default_factory=dict)
     replicas: tuple[admin.ReplicaLink, ...] = ()
+    users: dict[str, str] = dataclasses.field(default_factory=dict)
+    """The ACL users redis loaded (name -> rule text), from the charm's ACL file."""
 
 
 @dataclasses.dataclass
@@ -44,10 +46,15 @@ class FakeNetwork:
         self.redis: dict[str, FakeRedis] = {}
         self.sentinels: dict[str, FakeSentinel] = {}
         self.passwords_seen: list[str | None] = []
+        self.usernames_seen: list[str | None] = []
         self.commands: list[tuple[str, ...]] = []
+        self.roots: dict[str, Path] = {}
 
-    def redis_admin(self, host: str, port: int = 6379, password: str | None = None, **_):
+    def redis_admin(
+        self, host: str, port: int = 6379, password: str | None = None, username=None, **_
+    ):
         self.passwords_seen.append(password)
+        self.usernames_seen.append(username)
         return FakeRedisAdmin(self, host)
 
     def sentinel_admin(self, host: str, port: int = 26379, password: str | None = None, **_):
@@ -59,6 +66,8 @@ class FakeNetwork:
         if redis_root is not None and (redis_root / REDIS_CONF.lstrip("/")).exists():
             text = (redis_root / REDIS_CONF.lstrip("/")).read_text()
             server = self.redis.setdefault(host, FakeRedis())
+            self.roots[host] = redis_root
+            server.users = read_acl(redis_root)
             match = re.search(r"^replicaof (\S+) (\d+)$", text, re.MULTILINE)
             if match is None:
                 server.role, server.master_host, server.master_port = "master", None, None
@@ -74,6 +83,17 @@ class FakeNetwork:
                 sentinel.monitored.setdefault(
                     name, monitored(name, primary, port=int(port), quorum=int(quorum))
                 )
+
+
+def read_acl(redis_root: Path) -> dict[str, str]:
+    path = redis_root / ACL_FILE.lstrip("/")
+    if not path.exists():
+        return {}
+    users = {}
+    for line in path.read_text().splitlines():
+        _, name, rules = line.split(" ", 2)
+        users[name] = rules
+    return users
 
 
 def monitored(
@@ -148,6 +168,14 @@ class FakeRedisAdmin(_FakeClient):
     def config_set(self, options: dict[str, str]) -> None:
         self.net.commands.append((self.host, "CONFIG SET", *sorted(options)))
         self._server().config.update(options)
+
+    def acl_load(self) -> None:
+        server = self._server()
+        self.net.commands.append((self.host, "ACL LOAD"))
+        server.users = read_acl(self.net.roots[self.host])
+
+    def acl_users(self) -> list[str]:
+        return sorted(self._server().users)
 
 
 class FakeSentinelAdmin(_FakeClient):

@@ -22,15 +22,16 @@ from charm import (
     PEER,
     SECRET_ID_KEY,
     UNIT_JOURNAL_KEY,
-    RedisK8sCharm,
     app_status,
     unit_status,
 )
 from machine import journal
 from machine.types import ClusterFacts, ClusterState, UnitFacts, UnitState
 from tests.state.fake_workload import FakeNetwork, FakeSentinel, monitored
-from workload import admin, layers
+from workload import layers
+from workload.config import password_hash
 from workload.workload import (
+    ACL_FILE,
     CONFIG_DIR,
     REDIS_CONF,
     REDIS_SECRETS,
@@ -43,19 +44,6 @@ APP = "redis-k8s"
 ME = f"{APP}/0"
 OWN = "192.0.2.0"  # ops.testing's network-get address for the unit
 DOCS = Path(__file__).parents[2] / "docs" / "events.md"
-
-
-@pytest.fixture
-def net(monkeypatch: pytest.MonkeyPatch) -> FakeNetwork:
-    network = FakeNetwork()
-    monkeypatch.setattr(admin, "RedisAdmin", network.redis_admin)
-    monkeypatch.setattr(admin, "SentinelAdmin", network.sentinel_admin)
-    return network
-
-
-@pytest.fixture
-def ctx() -> testing.Context:
-    return testing.Context(RedisK8sCharm, app_name=APP, unit_id=0)
 
 
 def containers(tmp_path: Path, **layers_by_container) -> tuple[testing.Container, ...]:
@@ -165,11 +153,19 @@ def test_first_hook_starts_redis_fenced_with_private_files_and_a_secret(
     secret = next(iter(state.secrets))
     assert app_data[SECRET_ID_KEY] == secret.id
     passwords = set(secret.tracked_content.values())
-    assert len(passwords) == 3
+    assert len(passwords) == 4  # admin, replication, sentinel, default (legacy clients)
     secrets_text = (redis_root / REDIS_SECRETS.lstrip("/")).read_text()
-    assert all(
-        p in secrets_text for p in passwords - {secret.tracked_content["sentinel-password"]}
+    assert secrets_text == (
+        f'masteruser replication\nmasterauth "{secret.tracked_content["replication-password"]}"\n'
     )
+    acl_text = (redis_root / ACL_FILE.lstrip("/")).read_text()
+    assert stat.S_IMODE((redis_root / ACL_FILE.lstrip("/")).stat().st_mode) == 0o600
+    assert f'aclfile "{ACL_FILE}"' in conf
+    for password in passwords:  # every user by hash, no password in the file
+        assert password not in acl_text
+        assert f"#{password_hash(password)}" in acl_text
+    users = {line.split()[1] for line in acl_text.splitlines()}
+    assert users == {"charm-admin", "default", "replication", "sentinel"}
     assert_no_password_in(ctx, state, passwords)
     assert state.unit_status == ops.WaitingStatus(
         "fenced until a primary is known (cluster forming)"

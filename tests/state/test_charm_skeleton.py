@@ -21,4 +21,15 @@ def test_install_loads_metadata_from_charmcraft_yaml():
     assert meta.peers["redis-peers"].interface_name == "redis_peers"
     assert meta.containers["redis"].mounts["data"].location == "/var/lib/redis"
     assert {c.name for c in state_in.containers} == {"redis", "sentinel"}
-    assert {r.endpoint for r in state_in.relations} == {"redis-peers"}
+    assert {r.endpoint for r in state_in.relations} == {
+        "redis-peers",
+        "redis",
+        "valkey-client",
+        "redis-client",
+    }
+    provides = {name: ep.interface_name for name, ep in meta.provides.items()}
+    assert provides == {
+        "redis": "redis",
+        "valkey-client": "valkey_client",
+        "redis-client": "redis_client",
+    }

@@ -14,6 +14,9 @@ from pydantic import ValidationError
 from workload.config import (
     FENCE_PRIMARY,
     CharmConfig,
+    acl_rule,
+    password_hash,
+    render_acl_file,
     render_redis_conf,
     render_redis_secrets,
     render_sentinel_conf,
@@ -31,6 +34,7 @@ def redis_conf(config: CharmConfig | None = None, **kwargs) -> str:
     args: dict[str, Any] = {"hostname": "redis-k8s-0.redis-k8s-endpoints"}
     args["data_dir"] = "/var/lib/redis"
     args["secrets_path"] = "/var/lib/redis/secrets.conf"
+    args["aclfile"] = "/var/lib/redis/users.acl"
     return render_redis_conf(config or CharmConfig(), **(args | kwargs))
 
 
@@ -169,6 +173,7 @@ def test_redis_conf_defaults():
         "min-replicas-max-lag 10",
         "maxmemory 0",
         "maxmemory-policy noeviction",
+        'aclfile "/var/lib/redis/users.acl"',
     ]:
         assert expected in lines
     assert not [line for line in lines if line.startswith("replicaof")]
@@ -249,21 +254,54 @@ def test_paths_are_quoted():
 # Secrets
 
 
-def test_redis_secrets():
-    lines = directives(render_redis_secrets(ADMIN_PASSWORD, REPLICATION_PASSWORD))
-    assert lines == [
-        f'requirepass "{ADMIN_PASSWORD}"',
-        f'user replication on ">{REPLICATION_PASSWORD}" -@all +psync +replconf +ping',
-        "masteruser replication",
-        f'masterauth "{REPLICATION_PASSWORD}"',
-    ]
+def test_redis_secrets_hold_how_a_replica_authenticates_only():
+    lines = directives(render_redis_secrets(REPLICATION_PASSWORD))
+    assert lines == ["masteruser replication", f'masterauth "{REPLICATION_PASSWORD}"']
 
 
 def test_a_password_cannot_inject_directives():
-    text = render_redis_secrets('x"\nrequirepass ""', "\\")
-    assert len(directives(text)) == 4
-    assert 'requirepass "x\\"\\x0arequirepass \\"\\""' in directives(text)
-    assert 'masterauth "\\\\"' in directives(text)
+    text = render_redis_secrets('x"\nrequirepass ""')
+    assert len(directives(text)) == 2
+    assert 'masterauth "x\\"\\x0arequirepass \\"\\""' in directives(text)
+
+
+# ACL file
+
+
+def test_acl_file_holds_hashes_only_and_every_accepted_password():
+    users = {
+        "charm-admin": acl_rule([ADMIN_PASSWORD], "~* &* +@all"),
+        "relation-7": acl_rule(["new-pw", "old-pw", "new-pw"], "resetchannels ~app:* -@all +get"),
+    }
+    text = render_acl_file(users)
+    assert text.splitlines() == [
+        "user default off resetpass -@all",  # never left open when not given
+        f"user charm-admin on #{password_hash(ADMIN_PASSWORD)} ~* &* +@all",
+        f"user relation-7 on #{password_hash('new-pw')} #{password_hash('old-pw')}"
+        " resetchannels ~app:* -@all +get",
+    ]
+    assert ADMIN_PASSWORD not in text
+
+
+@pytest.mark.parametrize("name", ["Admin", "x y", "", "a" * 70, "on #"])
+def test_acl_file_refuses_odd_user_names(name):
+    with pytest.raises(ValueError, match="not an ACL user name"):
+        render_acl_file({name: acl_rule(["pw"], "+@all")})
+
+
+def test_an_acl_user_needs_a_password():
+    with pytest.raises(ValueError, match="at least one password"):
+        acl_rule([], "+@all")
+
+
+def test_sentinel_secrets_with_an_acl_user():
+    text = render_sentinel_secrets(
+        redis_password="pw", sentinel_password="spw", redis_user="sentinel"
+    )
+    assert directives(text)[2:] == [
+        "sentinel auth-user primary sentinel",
+        'sentinel auth-pass primary "pw"',
+    ]
 
 
 def test_sentinel_secrets():
