@@ -21,14 +21,18 @@ Observing and writing from inside the pods. The units' host names
 (``<app>-<n>.<app>-endpoints``) only resolve inside the cluster, so every
 observation and every write runs in a unit's container through ``juju ssh
 --container`` (``in_container``), bounded by ``timeout`` inside the container.
-Passwords are read there from the files the charm writes (the redis container's
-``/etc/redis-k8s/secrets.conf``; the sentinel container's ``sentinel.conf``,
-which holds both the sentinel password and the admin password as ``sentinel
-auth-pass``) into shell variables and reach ``redis-cli`` only as
-``REDISCLI_AUTH``: never an argument, never printed. One ``juju ssh`` into a
-sentinel container observes the whole cluster (``observe``): ``INFO
-replication`` of every unit's redis and ``SENTINEL MASTERS`` of every unit's
-sentinel, over the stable host names.
+No password is ever an argument or printed; each reaches ``redis-cli`` only as
+``REDISCLI_AUTH``. The sentinel container's ``sentinel.conf`` holds sentinel's
+own password (``requirepass``) and the ACL user and password sentinel uses on
+redis (``sentinel auth-user``/``auth-pass``, allowed ``INFO``): the scripts read
+them there. Since the ACL users, the admin password is in no file (``users.acl``
+holds hashes only): the test asks the ``credentials`` action once per model
+(user ``charm-admin``) and hands the password to a script on its standard input
+(``juju ssh`` forwards it); the writer keeps it, while it runs, in a 0600 file
+in its 0700 directory on the unit's storage. One ``juju ssh`` into a sentinel
+container observes the whole cluster (``observe``): ``INFO replication`` of
+every unit's redis and ``SENTINEL MASTERS`` of every unit's sentinel, over the
+stable host names.
 
 The writer (``PodWriter``) is a shell loop started in the background in the
 sentinel container of a unit the scenario does not fault: it asks the sentinels
@@ -39,7 +43,14 @@ acknowledged keys are read back (``MGET``) from the final primary: acknowledged,
 present, lost, longest pause between acknowledgements. Fault times are taken
 with the pod clocks too (the fault script prints its ``date`` just before the
 signal), so the loss bounds compare clocks of the cluster's nodes, assumed
-synchronised (NTP) to well under the 0.5 s window.
+synchronised (NTP) to well under the 0.5 s window. A pod deletion's time is the
+writer pod's clock just before the request, which loosens that bound by the
+request's latency (about a second). The writer is a shell loop, one
+``redis-cli`` per write: some tens of writes a second, not a load test. In the
+sentinel-minority scenario every unit has something frozen; the writer runs in
+the primary's sentinel container, whose sentinel stays up (only its redis is
+frozen). When every pod is deleted the writer dies with its pod and is started
+again in the new one, carrying on from its file.
 
 ``assert_converged`` checks what the local one checks: exactly one unit's redis
 reports master; every replica's ``master_host`` is its host name, link up,
@@ -122,22 +133,26 @@ WRITER_DIR = "/var/lib/redis/ha-writer"
 
 SENTINEL_SECRETS_READ = r"""CONF=/var/lib/redis/sentinel/sentinel.conf
 SP=$(sed -n 's/^requirepass "\{0,1\}\([^" ]*\)"\{0,1\}$/\1/p' "$CONF" | head -n 1)
-[ -n "$SP" ] || SP=$(sed -n 's/^sentinel sentinel-pass "\{0,1\}\([^" ]*\)"\{0,1\}$/\1/p' "$CONF" | head -n 1)
-AP=$(sed -n 's/^sentinel auth-pass [^ ]* "\{0,1\}\([^" ]*\)"\{0,1\}$/\1/p' "$CONF" | head -n 1)"""
-"""Sets SP (sentinel password) and AP (admin password) from the sentinel container's file."""
+[ -n "$SP" ] ||
+  SP=$(sed -n 's/^sentinel sentinel-pass "\{0,1\}\([^" ]*\)"\{0,1\}$/\1/p' "$CONF" | head -n 1)
+SU=$(sed -n 's/^sentinel auth-user [^ ]* "\{0,1\}\([^" ]*\)"\{0,1\}$/\1/p' "$CONF" | head -n 1)
+SA=$(sed -n 's/^sentinel auth-pass [^ ]* "\{0,1\}\([^" ]*\)"\{0,1\}$/\1/p' "$CONF" | head -n 1)"""
+"""Sets, from the sentinel container's file: SP, sentinel's own password; SU and SA, the
+ACL user (none: ``default``) and password sentinel uses on redis, which may run ``INFO``."""
 
 SENTINEL_SECRETS = (
     SENTINEL_SECRETS_READ
     + r"""
-if [ -z "$SP" ] || [ -z "$AP" ]; then echo "no passwords in $CONF" >&2; exit 2; fi"""
+if [ -z "$SP" ] || [ -z "$SA" ]; then echo "no passwords in $CONF" >&2; exit 2; fi"""
 )
 
-REDIS_SECRETS = r"""C=/etc/redis-k8s
-AP=$(sed -n 's/^requirepass "\{0,1\}\([^" ]*\)"\{0,1\}$/\1/p' "$C/secrets.conf" | head -n 1)
-H=$(sed -n 's/^bind \([^ ]*\).*$/\1/p' "$C/redis.conf" | head -n 1)
-case "$H" in ''|0.0.0.0|'*'|::) H=127.0.0.1 ;; esac
-if [ -z "$AP" ]; then echo "no requirepass in $C/secrets.conf" >&2; exit 2; fi"""
-"""Sets AP (admin password) and H (the address redis listens on) in the redis container."""
+ADMIN_FROM_STDIN = r"""IFS= read -r AP || true
+if [ -z "$AP" ]; then echo "no admin password on stdin" >&2; exit 2; fi"""
+"""Sets AP, the admin user's password, from the script's standard input (never argv)."""
+
+REDIS_ADDRESS = r"""H=$(sed -n 's/^bind \([^ ]*\).*$/\1/p' /etc/redis-k8s/redis.conf | head -n 1)
+case "$H" in ''|0.0.0.0|'*'|::) H=127.0.0.1 ;; esac"""
+"""Sets H, the address redis listens on, in the redis container."""
 
 SIGNAL_SCRIPT = r"""COMM=@COMM@
 pids=""
@@ -172,6 +187,12 @@ WRITER_LOOP = r"""D=@DIR@
 SENTINELS="@SENTINELS@"
 read_secrets() {
 @SECRETS@
+  AP=$(cat "$D/admin" 2>/dev/null)
+}
+ask() {  # ask HOST WORDS...: what that sentinel answers, nothing if it does not
+  _h=$1
+  shift
+  REDISCLI_AUTH="$SP" timeout 2 redis-cli -h "$_h" -p 26379 "$@" 2>/dev/null
 }
 i=1
 if [ -s "$D/acked" ]; then
@@ -188,9 +209,9 @@ while [ ! -e "$D/stop" ]; do
   if [ -z "$host" ]; then
     read_secrets
     for s in $SENTINELS; do
-      name=$(REDISCLI_AUTH="$SP" timeout 2 redis-cli -h "$s" -p 26379 SENTINEL MASTERS 2>/dev/null | sed -n 2p)
+      name=$(ask "$s" SENTINEL MASTERS | sed -n 2p)
       [ -n "$name" ] || continue
-      addr=$(REDISCLI_AUTH="$SP" timeout 2 redis-cli -h "$s" -p 26379 SENTINEL GET-MASTER-ADDR-BY-NAME "$name" 2>/dev/null)
+      addr=$(ask "$s" SENTINEL GET-MASTER-ADDR-BY-NAME "$name")
       h=$(printf '%s\n' "$addr" | sed -n 1p)
       p=$(printf '%s\n' "$addr" | sed -n 2p)
       case "$p" in ''|*[!0-9]*) continue ;; esac
@@ -205,7 +226,8 @@ while [ ! -e "$D/stop" ]; do
       continue
     fi
   fi
-  reply=$(REDISCLI_AUTH="$AP" timeout 2 redis-cli -h "$host" -p "$port" SET "key:$i" "$i" 2>/dev/null)
+  reply=$(REDISCLI_AUTH="$AP" timeout 2 redis-cli --user @ADMIN_USER@ -h "$host" -p "$port" \
+    SET "key:$i" "$i" 2>/dev/null)
   if [ "$reply" = OK ]; then
     echo "$i $(date +%s.%N)" >> "$D/acked"
     i=$((i + 1))
@@ -217,12 +239,16 @@ while [ ! -e "$D/stop" ]; do
     sleep 0.05
   fi
 done
-touch "$D/done\""""
+touch "$D/done"
+"""
 """The writer's loop (run as ``sh $D/loop.sh``): one acknowledged write, one line."""
 
 WRITER_START = r"""@PID@
+@ADMIN@
+umask 077
 mkdir -p "$D"
-if running=$(writer_pid); then echo "a writer already runs as $running" >&2; exit 3; fi
+printf '%s\n' "$AP" > "$D/admin"
+if running=$(writer_pid); then echo "already running as $running"; exit 0; fi
 rm -f "$D/stop" "$D/done"
 cat > "$D/loop.sh" <<'LOOP'
 @LOOP@
@@ -270,7 +296,13 @@ def wait_for(what: str, check: Callable[[], T | None], timeout: float = 60) -> T
     while True:
         try:
             value = check()
-        except (AssertionError, subprocess.SubprocessError, ValueError, KeyError) as error:
+        except (
+            AssertionError,
+            subprocess.SubprocessError,
+            ValueError,
+            KeyError,
+            IndexError,
+        ) as error:
             last, value = error, None
         if value:
             return value
@@ -280,23 +312,58 @@ def wait_for(what: str, check: Callable[[], T | None], timeout: float = 60) -> T
 
 
 def in_container(
-    juju: jubilant.Juju, unit: str, container: str, script: str, timeout: float = SSH_TIMEOUT_S
+    juju: jubilant.Juju,
+    unit: str,
+    container: str,
+    script: str,
+    timeout: float = SSH_TIMEOUT_S,
+    *,
+    stdin: str | None = None,
 ) -> str:
     """Run a shell script in a unit's container (``juju ssh --container``); its stdout.
 
     Juju joins the command's words and runs them with ``sh -c``; one ``sh -c
     <quoted script>`` keeps the script whole, and ``timeout`` bounds it in the
-    container. A non-zero exit raises ``jubilant.CLIError``.
+    container. ``stdin`` (a password) reaches the script on its standard input:
+    ``Juju.ssh`` has no stdin, so then the same command goes through ``Juju.cli``.
+    A non-zero exit raises ``jubilant.CLIError``.
     """
     command = f"timeout {int(timeout)} sh -c {shlex.quote(script)}"
-    return juju.ssh(unit, command, container=container)
+    if stdin is None:
+        return juju.ssh(unit, command, container=container)
+    return juju.cli("ssh", "--container", container, unit, command, stdin=stdin)
+
+
+@dataclasses.dataclass(frozen=True)
+class Admin:
+    """The admin user's credentials, from the ``credentials`` action (never printed)."""
+
+    username: str
+    password: str = dataclasses.field(repr=False)
+
+
+_admins: dict[str, Admin] = {}
+
+
+def admin(juju: jubilant.Juju) -> Admin:
+    """The admin credentials of the model's application (asked once per model)."""
+    key = str(juju.model)
+    if key not in _admins:
+        task = juju.run(f"{APP}/leader", "credentials", wait=ACTION_WAIT_S)
+        _admins[key] = Admin(task.results["username"], task.results["password"])
+    return _admins[key]
 
 
 def redis_cli(juju: jubilant.Juju, unit: str, *args: str) -> str:
-    """``redis-cli ARGS`` against the unit's own redis, run in its redis container."""
+    """``redis-cli ARGS`` as the admin user against the unit's own redis (its redis container)."""
+    user = admin(juju)
     words = " ".join(shlex.quote(a) for a in args)
-    script = f'{REDIS_SECRETS}\nREDISCLI_AUTH="$AP" timeout 10 redis-cli -h "$H" -p 6379 {words}'
-    return in_container(juju, unit, "redis", script).strip()
+    script = (
+        f"{ADMIN_FROM_STDIN}\n{REDIS_ADDRESS}\n"
+        f'REDISCLI_AUTH="$AP" timeout 10 redis-cli --user {shlex.quote(user.username)}'
+        f' -h "$H" -p 6379 {words}'
+    )
+    return in_container(juju, unit, "redis", script, stdin=user.password + "\n").strip()
 
 
 # ---------------------------------------------------------------- observing
@@ -325,18 +392,21 @@ def observe(
     sentinel: bool = True,
 ) -> Observation:
     """Observe the targets' redis and/or sentinel from the first of ``via`` that answers."""
-    lines = [SENTINEL_SECRETS]
-    passes = [("redis", "INFO replication"), ("sentinel", "SENTINEL MASTERS")]
+    info = ("INFO replication", 6379, "$SA")
+    passes = []
     if redis:
-        passes.append(("redis-again", "INFO replication"))
-    for kind, command in passes:
-        if (kind.startswith("redis") and not redis) or (kind == "sentinel" and not sentinel):
-            continue
-        port, secret = (26379, "$SP") if kind == "sentinel" else (6379, "$AP")
+        passes.append(("redis", *info))
+    if sentinel:
+        passes.append(("sentinel", "SENTINEL MASTERS", 26379, "$SP"))
+    if redis:
+        passes.append(("redis-again", *info))
+    lines = [SENTINEL_SECRETS]
+    for kind, command, port, secret in passes:
         for unit in targets:
             lines.append(f'echo "@@{kind} {unit}"')
+            user = '${SU:+--user "$SU"} ' if port == 6379 else ""
             lines.append(
-                f'REDISCLI_AUTH="{secret}" timeout 3 redis-cli -h {host(unit)} -p {port}'
+                f'REDISCLI_AUTH="{secret}" timeout 3 redis-cli {user}-h {host(unit)} -p {port}'
                 f" {command} 2>&1"
             )
     lines.append('echo "@@end"')
@@ -426,7 +496,9 @@ def assert_converged(
         assert len(units) == expected_units, units
         seen = observe(juju, units, via=observers(units))
         roles = {
-            u: seen.replication[u]["role"] if u in seen.replication else seen.errors.get(f"{u} redis")
+            u: seen.replication[u]["role"]
+            if u in seen.replication
+            else seen.errors.get(f"{u} redis")
             for u in units
         }
         masters = [u for u, role in roles.items() if role == "master"]
@@ -473,7 +545,7 @@ def assert_converged(
 
 
 def signal_service(juju: jubilant.Juju, unit: str, service: str, signal: str) -> float:
-    """Send ``signal`` to the unit's redis-server or redis-sentinel; the pod's clock just before."""
+    """Send ``signal`` to the unit's redis-server or redis-sentinel; the pod's clock before."""
     container, comm = SERVICES[service]
     script = SIGNAL_SCRIPT.replace("@COMM@", comm).replace("@SIGNAL@", signal)
     out = in_container(juju, unit, container, script, timeout=30)
@@ -573,15 +645,18 @@ class PodWriter:
     def __init__(
         self, juju: jubilant.Juju, unit: str, units: list[str], interval_s: float = 0.02
     ) -> None:
-        """Write from ``unit``'s sentinel container, asking its sentinel first, then the others'."""
+        """Write from ``unit``'s sentinel container; ask its sentinel first, then the others'."""
         self.juju = juju
         self.unit = unit
         self.sentinels = [host(unit), *(host(u) for u in units if u != unit)]
         self.interval_s = interval_s
+        self.admin = admin(juju)
         self.acknowledged: dict[int, float] = {}
+        self._started_after: tuple[int, float] | None = None
 
     def __enter__(self) -> PodWriter:
         self.start()
+        self.wait_for_a_write()
         return self
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
@@ -591,29 +666,43 @@ class PodWriter:
             if exc_type is None:
                 raise  # otherwise the scenario's own failure is the one to see
 
-    def _run(self, script: str, timeout: float = SSH_TIMEOUT_S) -> str:
-        return in_container(self.juju, self.unit, "sentinel", script, timeout)
+    def _run(
+        self, script: str, timeout: float = SSH_TIMEOUT_S, *, with_admin: bool = False
+    ) -> str:
+        stdin = self.admin.password + "\n" if with_admin else None
+        return in_container(self.juju, self.unit, "sentinel", script, timeout, stdin=stdin)
 
-    def start(self, first_write_timeout: float = 60) -> None:
-        """Start the loop in the background; return once it has a write acknowledged."""
+    def start(self) -> bool:
+        """Start the loop in the background (if it does not run already); True when done."""
         loop = (
             WRITER_LOOP.replace("@SECRETS@", SENTINEL_SECRETS_READ)
             .replace("@SENTINELS@", " ".join(self.sentinels))
             .replace("@INTERVAL@", f"{self.interval_s:g}")
             .replace("@DIR@", WRITER_DIR)
+            .replace("@ADMIN_USER@", shlex.quote(self.admin.username))
         )
         pid = WRITER_PID.replace("@DIR@", WRITER_DIR)
-        before = self.latest()
-        self._run(WRITER_START.replace("@PID@", pid).replace("@LOOP@", loop))
-        wait_for(
-            "a first acknowledged write",
-            lambda: (latest := self.latest()) is not None and latest != before,
-            timeout=first_write_timeout,
+        self._started_after = self.latest()
+        script = (
+            WRITER_START.replace("@PID@", pid)
+            .replace("@ADMIN@", ADMIN_FROM_STDIN)
+            .replace("@LOOP@", loop)
         )
+        self._run(script, with_admin=True)
+        return True
+
+    def wait_for_a_write(self, timeout: float = 60) -> None:
+        """Return once the loop started last has had a write acknowledged."""
+
+        def acknowledged_since_start() -> bool:
+            latest = self.latest()
+            return latest is not None and latest != self._started_after
+
+        wait_for("a first acknowledged write", acknowledged_since_start, timeout)
 
     def latest(self) -> tuple[int, float] | None:
         """The last acknowledged write: (i, the pod's clock when acknowledged)."""
-        out = self._run(f'tail -n 1 {WRITER_DIR}/acked 2>/dev/null || true').split()
+        out = self._run(f"tail -n 1 {WRITER_DIR}/acked 2>/dev/null || true").split()
         return (int(out[0]), float(out[1])) if len(out) == 2 else None
 
     def now(self) -> float:
@@ -627,14 +716,14 @@ class PodWriter:
 
     def running(self) -> bool:
         pid = WRITER_PID.replace("@DIR@", WRITER_DIR)
-        return self._run(f"{pid}\nif writer_pid >/dev/null; then echo yes; else echo no; fi") == (
-            "yes\n"
-        )
+        out = self._run(f"{pid}\nif writer_pid >/dev/null; then echo yes; else echo no; fi")
+        return out.strip() == "yes"
 
     def stop(self, timeout: float = 60) -> None:
         """Stop the loop (if its pod still runs it) and read what it acknowledged."""
         self._run(f"mkdir -p {WRITER_DIR} && touch {WRITER_DIR}/stop")
         wait_for("the writer to stop", lambda: not self.running(), timeout)
+        self._run(f"rm -f {WRITER_DIR}/admin")
         self.acknowledged = {}
         for line in self._run(f"cat {WRITER_DIR}/acked 2>/dev/null || true").splitlines():
             words = line.split()
@@ -648,12 +737,13 @@ class PodWriter:
     def report(self, primary: str) -> WriteReport:
         """Compare what was acknowledged with what the final primary holds (``MGET``)."""
         script = (
-            f"{SENTINEL_SECRETS}\n"
+            f"{ADMIN_FROM_STDIN}\n"
             f"cut -d ' ' -f 1 {WRITER_DIR}/acked | sed 's/^/key:/'"
             f' | REDISCLI_AUTH="$AP" xargs -r -n 500 timeout 30'
-            f" redis-cli -h {host(primary)} -p 6379 MGET"
+            f" redis-cli --user {shlex.quote(self.admin.username)}"
+            f" -h {host(primary)} -p 6379 MGET"
         )
-        values = self._run(script, timeout=900).split()
+        values = self._run(script, timeout=900, with_admin=True).split()
         present = {int(v) for v in values if v.isdigit()} & set(self.acknowledged)
         acknowledged = sorted(self.acknowledged)
         times = [self.acknowledged[i] for i in acknowledged]
@@ -785,8 +875,8 @@ def wait_units(juju: jubilant.Juju, count: int, *, idle: bool = False) -> None:
 
 
 def hook_ran(juju: jubilant.Juju, hook: str) -> bool:
-    """The model's log shows a unit ran ``hook``."""
-    return hook in juju.cli("debug-log", "--replay", "--no-tail", "--include", APP)
+    """The model's log (INFO: the unit agents' ``ran "<hook>" hook`` lines) shows ``hook``."""
+    return f'ran "{hook}" hook' in juju.cli("debug-log", "--replay", "--no-tail")
 
 
 # ---------------------------------------------------------------- scenarios
@@ -888,18 +978,20 @@ def test_planned_switchover_to_a_named_replica_loses_nothing(cluster):
 def test_removing_the_primary_hands_over_first_and_loses_nothing(cluster):
     """Kubernetes removes the highest-numbered unit: the primary is moved there first."""
     juju = cluster
-    assert_converged(juju, 3)
+    primary = assert_converged(juju, 3)
     units = unit_names(juju)
-    old = switch_over_to(juju, units[-1], 3)
+    old = units[-1]
+    if primary != old:
+        switch_over_to(juju, old, 3)
     with PodWriter(juju, units[0], units) as writer:
         juju.remove_unit(APP, num_units=1)
         wait_units(juju, 2)
         gone_at = writer.now()
         wait_for("writes after the removal", lambda: writer.writes_continue(gone_at), 60)
     wait_units(juju, 2, idle=True)
+    assert old not in unit_names(juju), "Kubernetes removed another unit than the last"
     new = assert_converged(juju, 2)
     assert new != old
-    assert old not in unit_names(juju)
     report = writer.report(new)
     print(f"primary removed: {report}")
     assert report.lost == [], report
@@ -980,17 +1072,21 @@ def test_all_pods_deleted_at_once_come_back_with_the_most_advanced_primary_and_a
     writer = PodWriter(juju, units[0], units)
     writer.start()
     try:
-        wait_for("writes flowing", lambda: (writer.latest() or (0, 0))[0] > 50, 60)
+        writer.wait_for_a_write()
+        wait_for("writes flowing", lambda: (writer.latest() or (0, 0.0))[0] > 50, 60)
         deleted_at = writer.now()
-        kubectl.delete_pods(namespace, units)
-        wait_for("the writer's pod back", lambda: writer.start() is None, SETTLE_TIMEOUT_S)
+        kubectl.delete_pods(namespace, units)  # the writer dies with its pod
+        wait_for("the writer started again in the new pod", writer.start, SETTLE_TIMEOUT_S)
         wait_for(
             "writes after every pod came back",
             lambda: writer.writes_continue(deleted_at + 5),
             SETTLE_TIMEOUT_S,
         )
-    finally:
-        writer.stop()
+    except BaseException:
+        with contextlib.suppress(AssertionError, subprocess.SubprocessError):
+            writer.stop()
+        raise
+    writer.stop()
     wait_units(juju, 3, idle=True)
     new = assert_converged(juju, 3, timeout=SETTLE_TIMEOUT_S)
     report = writer.report(new)
@@ -1001,20 +1097,21 @@ def test_all_pods_deleted_at_once_come_back_with_the_most_advanced_primary_and_a
 def test_removing_two_units_at_once_the_primary_among_them_loses_nothing(four_units):
     """Kubernetes removes the two highest-numbered units: the primary is moved to one first."""
     juju = four_units
-    assert_converged(juju, 4)
+    primary = assert_converged(juju, 4)
     units = unit_names(juju)
-    old = switch_over_to(juju, units[-1], 4)
-    removed = units[-2:]
+    old = units[-1]
+    if primary != old:
+        switch_over_to(juju, old, 4)
     with PodWriter(juju, units[0], units) as writer:
         juju.remove_unit(APP, num_units=2)
         wait_units(juju, 2)
         gone_at = writer.now()
         wait_for("writes after the removal", lambda: writer.writes_continue(gone_at), 60)
     wait_units(juju, 2, idle=True)
+    remaining = unit_names(juju)
+    assert remaining == units[:2], f"Kubernetes removed other units than the last two: {remaining}"
     new = assert_converged(juju, 2)
-    assert new not in removed
-    assert old in removed
-    assert unit_names(juju) == units[:2]
+    assert new in remaining
     report = writer.report(new)
     print(f"primary and a replica removed together: {report}")
     assert report.lost == [], report
@@ -1048,8 +1145,8 @@ def test_a_sentinel_minority_cannot_fail_over_and_says_so_until_the_others_retur
         while time.monotonic() < hold_until:  # long enough for a quorum to act
             try:
                 named = named_by(juju, primary)
-            except subprocess.SubprocessError:
-                continue
+            except (AssertionError, subprocess.SubprocessError, ValueError):
+                continue  # not observed this time (``checks`` counts the observations)
             assert named == host(primary), f"a minority failed over to {named}"
             checks += 1
         assert checks > 0, "the sentinel left up could not be observed while the primary froze"
