@@ -48,7 +48,7 @@ from redis_k8s_local.store import Store  # noqa: E402
 from tests.integration import cluster_support as support  # noqa: E402
 from tests.integration.test_admin import MASTER_NAME, Cluster  # noqa: E402
 from workload.admin import WorkloadUnreachable  # noqa: E402
-from workload.config import CharmConfig  # noqa: E402
+from workload.config import ADMIN_USER, CharmConfig  # noqa: E402
 
 DOWN_AFTER_MS = 2000
 PYTHON = str(REPO / ".venv" / "bin" / "python")
@@ -158,7 +158,9 @@ def charm_failovers(trials: int) -> tuple[list[float], list[float]]:
             if host == old["hostname"]:
                 return False
             switched.setdefault("at", time.monotonic())
-            client = redis.Redis(host, int(port), password=admin, socket_timeout=0.5)
+            client = redis.Redis(
+                host, int(port), username=ADMIN_USER, password=admin, socket_timeout=0.5
+            )
             return bool(client.set("benchmark", 1))
 
         written_at = until("a write on the new primary", new_primary_writes)

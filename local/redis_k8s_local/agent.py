@@ -62,6 +62,7 @@ from redis_k8s_local.store import (
     add_action,
     add_relation,
     add_unit,
+    apply_writes,
     commit_context,
     discard_context,
     new_model,
@@ -190,6 +191,10 @@ class Agent:
                 peers = list(relation["units"])
                 relation["units"].append(name)
                 relation["unit_data"][name] = {}
+                clients = self._client_relations(doc)
+                for relation_id, _, _ in clients:
+                    doc["relations"][relation_id]["units"].append(name)
+                    doc["relations"][relation_id]["unit_data"][name] = {}
                 leader = doc["leader"]
                 if leader is None:
                     doc["leader"] = leader = name
@@ -205,6 +210,8 @@ class Agent:
                 sequence.append(("leader-elected", {}))
             sequence += [("config-changed", {}), ("start", {})]
             sequence += [(f"{c}-pebble-ready", {"JUJU_WORKLOAD_NAME": c}) for c in CONTAINERS]
+            for relation_id, endpoint, remote_app in clients:
+                sequence += self._joining(relation_id, endpoint, remote_app)
             for peer in peers:
                 sequence += [
                     (f"{PEER}-relation-joined", self._relation_env(remote=peer)),
@@ -238,6 +245,14 @@ class Agent:
                     continue
                 unit.leaving = True
                 peers = [u for u in self._members() if u != name]
+                doc = self.store.read()
+                for relation_id, endpoint, remote_app in self._client_relations(doc):
+                    env = self._client_env(relation_id, endpoint, remote_app)
+                    for member in doc["relations"][relation_id]["units"]:
+                        if member.split("/")[0] == remote_app:
+                            departed = {**env, "JUJU_REMOTE_UNIT": member}
+                            unit.queue.append((f"{endpoint}-relation-departed", departed))
+                    unit.queue.append((f"{endpoint}-relation-broken", env))
                 for peer in peers:
                     env = self._relation_env(remote=peer, departing=name)
                     unit.queue.append((f"{PEER}-relation-departed", env))
@@ -265,6 +280,13 @@ class Agent:
             relation["unit_data"].pop(unit.name, None)
             if unit.name in relation.get("left", []):
                 relation["left"].remove(unit.name)
+            for relation_id, _, _ in self._client_relations(doc):
+                client = doc["relations"][relation_id]
+                if unit.name in client["units"]:
+                    client["units"].remove(unit.name)
+                client["unit_data"].pop(unit.name, None)
+                if unit.name in client.get("left", []):
+                    client["left"].remove(unit.name)
             doc["units"].pop(unit.name, None)
             doc["storage"].pop(unit.name, None)
             remaining = list(relation["units"])
@@ -280,6 +302,126 @@ class Agent:
             if new_leader is not None:
                 self.units[new_leader].queue.append(("leader-elected", {}))
             self.wake.notify_all()
+
+    # ------------------------------------------------------- client relations
+
+    def relate(self, endpoint: str, remote_app: str, interface: str, remote_units: int) -> int:
+        """Relate ``endpoint`` to an application the caller plays (see ``remote_set``).
+
+        Its units (``<remote_app>/0``...) run no charm: their data is what the
+        caller writes. Each of our units gets ``relation-created``, then
+        ``relation-joined`` and ``relation-changed`` for every remote unit.
+        Units added later join the relation the same way.
+
+        Returns:
+            The relation id.
+        """
+        remote = [f"{remote_app}/{n}" for n in range(remote_units)]
+        with self.store.transaction() as doc:
+            ours = list(doc["relations"][PEER_RELATION_ID]["units"])
+            relation_id = add_relation(
+                doc, endpoint, interface, remote_app=remote_app, units=ours + remote
+            )
+            relation = doc["relations"][str(relation_id)]
+            relation["unit_data"] = {name: {} for name in ours + remote}
+        with self.wake:
+            for name in ours:
+                unit = self.units.get(name)
+                if unit is not None and not unit.leaving:
+                    unit.queue.extend(self._joining(str(relation_id), endpoint, remote_app))
+            self.wake.notify_all()
+        return relation_id
+
+    def remote_set(
+        self,
+        relation_id: str,
+        app_data: dict[str, str] | None = None,
+        unit: str | None = None,
+        unit_data: dict[str, str] | None = None,
+    ) -> None:
+        """The remote application (or one of its units) writes its databag ("" deletes a key).
+
+        Our units get ``relation-changed``: with no remote unit for the
+        application's databag, with ``unit`` for a unit's.
+        """
+        with self.store.transaction() as doc:
+            relation = doc["relations"][relation_id]
+            endpoint, remote_app = relation["endpoint"], relation["remote_app"]
+            changed_app = apply_writes(relation["remote_app_data"], app_data or {})
+            changed_unit = False
+            if unit is not None:
+                if unit not in relation["units"] or unit.split("/")[0] != remote_app:
+                    raise ValueError(f"{unit} is not a unit of {remote_app} in this relation")
+                changed_unit = apply_writes(relation["unit_data"][unit], unit_data or {})
+            ours = [u for u in relation["units"] if u.split("/")[0] == self.app]
+        env = self._client_env(relation_id, endpoint, remote_app)
+        with self.wake:
+            for name in ours:
+                other = self.units.get(name)
+                if other is None or other.leaving:
+                    continue
+                if changed_app:
+                    self._queue_once(
+                        other, f"{endpoint}-relation-changed", {**env, "JUJU_REMOTE_UNIT": ""}
+                    )
+                if changed_unit:
+                    self._queue_once(
+                        other, f"{endpoint}-relation-changed", {**env, "JUJU_REMOTE_UNIT": unit}
+                    )
+            self.wake.notify_all()
+
+    def unrelate(self, relation_id: str) -> None:
+        """Remove the relation: ``relation-departed`` for each remote unit, then ``-broken``.
+
+        The relation is gone from the model when every one of our units has run
+        its ``relation-broken``.
+        """
+        with self.store.transaction() as doc:
+            relation = doc["relations"][relation_id]
+            endpoint, remote_app = relation["endpoint"], relation["remote_app"]
+            remote = [u for u in relation["units"] if u.split("/")[0] == remote_app]
+            ours = [u for u in relation["units"] if u.split("/")[0] == self.app]
+            relation["dying"] = True
+        env = self._client_env(relation_id, endpoint, remote_app)
+        with self.wake:
+            for name in ours:
+                unit = self.units.get(name)
+                if unit is None:
+                    continue
+                for member in remote:
+                    departed = {**env, "JUJU_REMOTE_UNIT": member, "JUJU_DEPARTING_UNIT": member}
+                    unit.queue.append((f"{endpoint}-relation-departed", departed))
+                unit.queue.append((f"{endpoint}-relation-broken", env))
+            self.wake.notify_all()
+
+    def _joining(self, relation_id: str, endpoint: str, remote_app: str) -> list:
+        """The events of one of our units joining a client relation."""
+        env = self._client_env(relation_id, endpoint, remote_app)
+        doc = self.store.read()
+        remote = [u for u in doc["relations"][relation_id]["units"] if u.startswith(remote_app)]
+        events = [(f"{endpoint}-relation-created", env)]
+        for member in remote:
+            events += [
+                (f"{endpoint}-relation-joined", {**env, "JUJU_REMOTE_UNIT": member}),
+                (f"{endpoint}-relation-changed", {**env, "JUJU_REMOTE_UNIT": member}),
+            ]
+        return events
+
+    @staticmethod
+    def _client_env(relation_id: str, endpoint: str, remote_app: str) -> dict[str, str]:
+        return {
+            "JUJU_RELATION": endpoint,
+            "JUJU_RELATION_ID": f"{endpoint}:{relation_id}",
+            "JUJU_REMOTE_APP": remote_app,
+        }
+
+    def _client_relations(self, doc: dict) -> list[tuple[str, str, str]]:
+        """``(id, endpoint, remote app)`` of every live relation to another application."""
+        return [
+            (relation_id, relation["endpoint"], relation["remote_app"])
+            for relation_id, relation in doc["relations"].items()
+            if relation.get("remote_app") and not relation.get("dying")
+        ]
 
     # ------------------------------------------------------------ operations
 
@@ -489,6 +631,8 @@ class Agent:
                 changed = commit_context(doc, full_env["JUJU_CONTEXT_ID"])
                 if hook == f"{PEER}-relation-broken":  # gone from this unit's view
                     doc["relations"][PEER_RELATION_ID].setdefault("left", []).append(unit.name)
+                elif hook.endswith("-relation-broken"):
+                    self._left_client_relation(doc, unit.name, env["JUJU_RELATION_ID"])
             else:
                 discard_context(doc, full_env["JUJU_CONTEXT_ID"])
                 changed = []
@@ -496,6 +640,19 @@ class Agent:
         if exit_code == 0:
             self._derive_events(unit, changed, before, after)
         return exit_code
+
+    def _left_client_relation(self, doc: dict, unit: str, ref: str) -> None:
+        """A unit ran ``relation-broken``: the relation is gone once all of ours have."""
+        relation_id = ref.rpartition(":")[2]
+        relation = doc["relations"].get(relation_id)
+        if relation is None:
+            return
+        relation.setdefault("left", []).append(unit)
+        ours = [u for u in relation["units"] if u.split("/")[0] == self.app]
+        if relation.get("dying") and set(ours) <= set(relation["left"]):
+            del doc["relations"][relation_id]
+            for secret in doc["secrets"].values():  # Juju revokes the relation's grants
+                secret.get("grants", {}).pop(relation_id, None)
 
     def _end_action(self, action_id: str, exit_code: int) -> None:
         with self.store.transaction() as doc:

@@ -255,6 +255,41 @@ def cmd_fault(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_relate(args: argparse.Namespace) -> int:
+    relation_id = call(
+        "relate",
+        endpoint=args.endpoint,
+        remote_app=args.remote_app,
+        interface=args.interface or args.endpoint,
+        remote_units=args.units,
+    )
+    print(relation_id)
+    return 0
+
+
+def cmd_remote_set(args: argparse.Namespace) -> int:
+    values = dict(parse_pairs(args.pairs))
+    if args.unit:
+        call("remote-set", relation_id=args.relation_id, unit=args.unit, unit_data=values)
+    else:
+        call("remote-set", relation_id=args.relation_id, app_data=values)
+    return 0
+
+
+def cmd_unrelate(args: argparse.Namespace) -> int:
+    call("unrelate", relation_id=args.relation_id)
+    return 0
+
+
+def cmd_show_relation(args: argparse.Namespace) -> int:
+    relation = call("relation", relation_id=args.relation_id)
+    if relation is None:
+        print(f"no relation {args.relation_id}", file=sys.stderr)
+        return 1
+    print(json.dumps(relation, indent=2))
+    return 0
+
+
 def cmd_heal(args: argparse.Namespace) -> int:
     call("heal")
     return 0
@@ -353,6 +388,27 @@ def build_parser() -> argparse.ArgumentParser:
                 help="seconds before the pod is back, as Kubernetes takes to reschedule it",
             )
     sub.add_parser("heal", help="remove every partition").set_defaults(func=cmd_heal)
+    relate = sub.add_parser(
+        "relate", help="relate an endpoint to a client application you play; prints its id"
+    )
+    relate.add_argument("endpoint")
+    relate.add_argument("remote_app")
+    relate.add_argument("--interface", help="default: the endpoint's name")
+    relate.add_argument("--units", type=int, default=1, help="remote units (default 1)")
+    relate.set_defaults(func=cmd_relate)
+    remote_set = sub.add_parser(
+        "remote-set", help="write the client application's (or --unit's) databag"
+    )
+    remote_set.add_argument("relation_id")
+    remote_set.add_argument("pairs", nargs="+", metavar="KEY=VALUE")
+    remote_set.add_argument("--unit", help="a remote unit, such as client/0")
+    remote_set.set_defaults(func=cmd_remote_set)
+    unrelate = sub.add_parser("unrelate", help="remove a client relation")
+    unrelate.add_argument("relation_id")
+    unrelate.set_defaults(func=cmd_unrelate)
+    show = sub.add_parser("show-relation", help="a relation's databags, as JSON")
+    show.add_argument("relation_id")
+    show.set_defaults(func=cmd_show_relation)
     secret = sub.add_parser("password", help="print an internal password (default admin)")
     secret.add_argument("which", nargs="?", choices=("admin", "sentinel"), default="admin")
     secret.set_defaults(func=cmd_password)

@@ -116,6 +116,24 @@ class Handlers:
         others = [s for s in self.agent.specs() if s.unit != unit]
         self.agent.pods.partition(spec, others)
 
+    def relate(self, endpoint: str, remote_app: str, interface: str, remote_units: int = 1) -> int:
+        return self.agent.relate(endpoint, remote_app, interface, remote_units)
+
+    def remote_set(
+        self,
+        relation_id: str,
+        app_data: dict[str, str] | None = None,
+        unit: str | None = None,
+        unit_data: dict[str, str] | None = None,
+    ) -> None:
+        self.agent.remote_set(str(relation_id), app_data, unit, unit_data)
+
+    def unrelate(self, relation_id: str) -> None:
+        self.agent.unrelate(str(relation_id))
+
+    def relation(self, relation_id: str) -> dict | None:
+        return self.agent.store.read()["relations"].get(str(relation_id))
+
     def heal(self) -> None:
         self.agent.pods.heal()
 

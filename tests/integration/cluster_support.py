@@ -28,6 +28,8 @@ import pytest
 import redis
 from redis_k8s_local import cli
 
+from workload.config import ADMIN_USER
+
 T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,7 +84,12 @@ def password(which: str = "admin") -> str:
 def redis_at(address: str, secret: str | None = None) -> redis.Redis:
     """A client of the redis at ``address`` (short timeouts: a frozen one must not hang)."""
     return redis.Redis(
-        address, 6379, password=secret or password(), socket_timeout=2, socket_connect_timeout=2
+        address,
+        6379,
+        username=ADMIN_USER,
+        password=secret or password(),
+        socket_timeout=2,
+        socket_connect_timeout=2,
     )
 
 
@@ -230,7 +237,7 @@ class Writer:
                     "SENTINEL", "GET-MASTER-ADDR-BY-NAME", names[0]
                 )
                 return redis.Redis(
-                    host, int(port), password=self.admin, socket_timeout=1,
+                    host, int(port), username=ADMIN_USER, password=self.admin, socket_timeout=1,
                     socket_connect_timeout=1,
                 )  # fmt: skip
             except (redis.RedisError, OSError, IndexError, ValueError):

@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from machine import journal
 from machine.cluster import majority
-from machine.types import ClusterInput, ClusterState, Event, ResetSentinel, Role, UnitState
+from machine.types import (
+    ClusterInput,
+    ClusterState,
+    ConfigureRedis,
+    Event,
+    ResetSentinel,
+    Role,
+    UnitInput,
+    UnitObservation,
+    UnitState,
+)
 from tests.state.cluster_model import World
 from tests.state.test_cluster_model import assert_settled_ha
 
@@ -302,3 +312,38 @@ def test_departures_remembered_during_recovery_reset_only_the_units_that_left() 
     )
     assert after.current.state is ClusterState.RESETTING_SENTINELS
     assert after.current.departed == ("redis-k8s/3", "redis-k8s/4")
+
+
+def test_a_replica_being_promoted_by_a_switchover_is_not_demoted_again() -> None:
+    """A switchover's target is never re-made a replica while Sentinel promotes it.
+
+    Sentinel has sent it REPLICAOF NO ONE; the old primary is still up, so the
+    replica's own sentinel still names the old primary until the promotion shows.
+    An event in that second (the leader's own hooks, when it is the target) must
+    not re-impose replication: that aborts the promotion and leaves no primary.
+    """
+    world = deploy(3)
+    replica = "redis-k8s/1"
+    assert state_of(world, replica) is UnitState.REPLICA
+    promoted = UnitObservation(
+        containers_ready=True,
+        redis_service_defined=True,
+        redis_up=True,
+        sentinel_up=True,
+        role=Role.MASTER,
+        sentinel_primary="redis-k8s/0",
+        sentinel_epoch=world.cluster().sentinel_epoch,
+        sentinel_generation=world.cluster().generation,
+        sentinels_seen=2,
+    )
+    _, outcome = journal.step(
+        world.unit_journal(replica),
+        UnitInput(
+            event=Event.PEER_RELATION_CHANGED,
+            unit=replica,
+            observation=promoted,
+            cluster=world.cluster(),
+            peers=("redis-k8s/0", "redis-k8s/2"),
+        ),
+    )
+    assert not any(isinstance(e, ConfigureRedis) for e in outcome.effects), outcome.effects
