@@ -50,7 +50,7 @@ from tests.integration.test_admin import MASTER_NAME, Cluster  # noqa: E402
 from workload.admin import WorkloadUnreachable  # noqa: E402
 from workload.config import ADMIN_USER, CharmConfig  # noqa: E402
 
-DOWN_AFTER_MS = 2000
+DOWN_AFTER_MS = support.DOWN_AFTER_MS
 PYTHON = str(REPO / ".venv" / "bin" / "python")
 POLL_S = 0.01
 
@@ -233,21 +233,6 @@ def update_status_costs(rounds: int) -> tuple[list[float], list[int]]:
     return seconds, kib
 
 
-def up() -> None:
-    """A fresh 3-unit cluster, settled (update-status hourly: notices and checks drive it)."""
-    support.local(
-        "up",
-        "--units",
-        "3",
-        "--update-status-interval",
-        "3600",
-        "--config",
-        f"sentinel-down-after-ms={DOWN_AFTER_MS}",
-        "--timeout",
-        "300",
-    )
-
-
 def main() -> None:
     """Measure and print."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -265,7 +250,7 @@ def main() -> None:
         for _ in range(trials):
             support.local("down", timeout=180)
             started = time.monotonic()
-            up()
+            support.up(down_after_ms=DOWN_AFTER_MS)
             bootstrap_s.append(time.monotonic() - started)
             dispatches.append(daemon.request(cli.state_dir(), "status")["hooks"]["dispatched"])
             print(f"  up {len(bootstrap_s)}: {bootstrap_s[-1]:.1f} s", flush=True)

@@ -20,7 +20,7 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -35,6 +35,8 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 COMMAND = REPO / ".venv" / "bin" / "redis-k8s-local"
 SETTLE_TIMEOUT_S = 240
+DOWN_AFTER_MS = 2000
+"""The scenarios' sentinel-down-after-ms: fail over fast, and still not falsely on this machine."""
 
 
 def skip_without_local_cluster() -> None:
@@ -45,6 +47,37 @@ def skip_without_local_cluster() -> None:
             f"the local cluster needs root and: {missing} (bash .ci/setup)",
             allow_module_level=True,
         )
+
+
+def up(*config: str, units: int = 3, down_after_ms: int = DOWN_AFTER_MS) -> None:
+    """A fresh cluster, settled: the scenarios' down-after, update-status only hourly.
+
+    With update-status that rare, what the charm learns it learns from Pebble
+    notices and checks, as the HA claims require.
+    """
+    local("down", timeout=120)
+    local(
+        "up",
+        "--units",
+        str(units),
+        "--update-status-interval",
+        "3600",
+        "--config",
+        f"sentinel-down-after-ms={down_after_ms}",
+        *config,
+        "--timeout",
+        str(SETTLE_TIMEOUT_S),
+    )
+
+
+def deployed(*config: str, units: int = 3) -> Iterator[None]:
+    """`up`, for a fixture: the cluster is removed after the test unless KEEP_CLUSTER=1."""
+    try:
+        up(*config, units=units)
+        yield
+    finally:
+        if not os.environ.get("KEEP_CLUSTER"):
+            subprocess.run([str(COMMAND), "down"], capture_output=True, timeout=180, check=False)
 
 
 def local(*args: str, timeout: float = SETTLE_TIMEOUT_S + 60) -> str:

@@ -11,8 +11,6 @@ With ``KEEP_CLUSTER=1`` the last cluster is left running for a look at its logs.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +19,11 @@ import pytest
 from redis_k8s_local import cli
 
 from tests.integration.cluster_support import (
-    COMMAND,
+    DOWN_AFTER_MS,
     SETTLE_TIMEOUT_S,
     Writer,
     assert_converged,
+    deployed,
     local,
     monitored,
     redis_of,
@@ -37,32 +36,10 @@ pytestmark = pytest.mark.integration
 
 skip_without_local_cluster()
 
-DOWN_AFTER_MS = 2000
 ASYNC_REPLICATION_WINDOW_S = 0.5
 """A write acknowledged this shortly before the primary froze may not have reached a replica."""
 KILL_DOWN_AFTER_MS = 5000
 """For the SIGKILL scenario: Pebble restarts redis in about 1 s (backoff 1 s), far inside it."""
-
-
-def deployed(*config: str, units: int = 3) -> Iterator[None]:
-    local("down", timeout=120)
-    try:
-        local(
-            "up",
-            "--units",
-            str(units),
-            "--update-status-interval",
-            "3600",
-            "--config",
-            f"sentinel-down-after-ms={DOWN_AFTER_MS}",
-            *config,
-            "--timeout",
-            str(SETTLE_TIMEOUT_S),
-        )
-        yield
-    finally:
-        if not os.environ.get("KEEP_CLUSTER"):
-            subprocess.run([str(COMMAND), "down"], capture_output=True, timeout=180, check=False)
 
 
 @pytest.fixture

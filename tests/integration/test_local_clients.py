@@ -21,8 +21,6 @@ resolve on this machine (/etc/hosts).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -37,9 +35,9 @@ from redis_k8s_local.store import Store
 
 from tests.charms.valkey_requirer import charm as requirer
 from tests.integration.cluster_support import (
-    COMMAND,
     SETTLE_TIMEOUT_S,
     assert_converged,
+    deployed,
     local,
     monitored,
     password,
@@ -54,29 +52,12 @@ pytestmark = pytest.mark.integration
 skip_without_local_cluster()
 
 APP = "redis-k8s"
-DOWN_AFTER_MS = 2000
 REQUIRER_META = yaml.safe_load((Path(requirer.__file__).parent / "charmcraft.yaml").read_text())
 
 
 @pytest.fixture
 def cluster() -> Iterator[None]:
-    local("down", timeout=120)
-    try:
-        local(
-            "up",
-            "--units",
-            "3",
-            "--update-status-interval",
-            "3600",
-            "--config",
-            f"sentinel-down-after-ms={DOWN_AFTER_MS}",
-            "--timeout",
-            str(SETTLE_TIMEOUT_S),
-        )
-        yield
-    finally:
-        if not os.environ.get("KEEP_CLUSTER"):
-            subprocess.run([str(COMMAND), "down"], capture_output=True, timeout=180, check=False)
+    yield from deployed()
 
 
 def model() -> dict:
