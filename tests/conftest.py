@@ -1,4 +1,4 @@
-"""Shared test settings: hypothesis profiles.
+"""Shared test settings: hypothesis profiles, and the figures the HA tests report.
 
 ``ci`` (the default) checks 2,000 cluster histories in about a minute, derandomized so
 that CI is reproducible (the same histories every run);
@@ -8,6 +8,7 @@ that CI is reproducible (the same histories every run);
 """
 
 import os
+import sys
 
 from hypothesis import HealthCheck, Phase, settings
 
@@ -34,3 +35,17 @@ settings.register_profile(
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Print the figures the integration tests recorded (``record_figure``), CI's run included.
+
+    Test output is captured; these lines (writes acknowledged, lost, pauses) are
+    what the HA claims rest on, so every run shows them at its end.
+    """
+    support = sys.modules.get("tests.integration.cluster_support")
+    figures = getattr(support, "FIGURES", [])
+    if figures:
+        terminalreporter.section("figures recorded by the tests")
+        for line in figures:
+            terminalreporter.write_line(line)

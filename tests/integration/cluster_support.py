@@ -39,6 +39,16 @@ DOWN_AFTER_MS = 2000
 """The scenarios' sentinel-down-after-ms: fail over fast, and still not falsely on this machine."""
 
 
+FIGURES: list[str] = []
+"""What the tests recorded with ``record_figure``; tests/conftest.py prints them at the end."""
+
+
+def record_figure(text: str) -> None:
+    """A figure for the end of the test run, and for the test's own log."""
+    FIGURES.append(text)
+    print(text)
+
+
 def skip_without_local_cluster() -> None:
     """Skip the calling test module where no local cluster can run (not root, not set up)."""
     missing = cli.missing_prerequisites()

@@ -26,6 +26,7 @@ from tests.integration.cluster_support import (
     deployed,
     local,
     monitored,
+    record_figure,
     redis_of,
     skip_without_local_cluster,
     status,
@@ -97,7 +98,7 @@ def test_primary_frozen_past_down_after_fails_over_and_rejoins_as_replica(cluste
     assert new["name"] != old["name"]
     assert any(dispatched(u["name"], "sentinel-pebble-custom-notice") for u in status()["units"])
     report = writer.report(new)
-    print(f"frozen primary: {report}")
+    record_figure(f"frozen primary: {report}")
     late = [
         i for i in report.lost if writer.acknowledged[i] < frozen_at - ASYNC_REPLICATION_WINDOW_S
     ]
@@ -114,7 +115,7 @@ def test_primary_pod_deleted_fails_over_and_comes_back_as_a_replica_with_its_dat
     new = assert_converged(3)
     assert new["name"] != old["name"]
     report = writer.report(new)
-    print(f"deleted primary pod: {report}")
+    record_figure(f"deleted primary pod: {report}")
     late = [
         i for i in report.lost if writer.acknowledged[i] < deleted_at - ASYNC_REPLICATION_WINDOW_S
     ]
@@ -133,7 +134,7 @@ def test_redis_killed_on_the_primary_with_aof_restarts_in_place_losing_nothing(
     new = assert_converged(3)
     assert new["name"] == old["name"], "Pebble restarted it before Sentinel's down-after"
     report = writer.report(new)
-    print(f"redis SIGKILL with AOF: {report}")
+    record_figure(f"redis SIGKILL with AOF: {report}")
     assert report.lost == [], report
 
 
@@ -153,7 +154,7 @@ def test_planned_switchover_to_a_named_replica_loses_nothing(cluster):
     new = assert_converged(3)
     assert new["name"] == target["name"]
     report = writer.report(new)
-    print(f"planned switchover: {report}")
+    record_figure(f"planned switchover: {report}")
     assert report.lost == [], report
 
 
@@ -168,7 +169,7 @@ def test_removing_the_primary_hands_over_first_and_loses_nothing(cluster):
     new = assert_converged(2)
     assert new["name"] != old["name"]
     report = writer.report(new)
-    print(f"primary removed: {report}")
+    record_figure(f"primary removed: {report}")
     assert report.lost == [], report
     assert not Path(cli.state_dir() / "pods" / old["name"].replace("/", "-")).exists()
 
@@ -186,7 +187,7 @@ def test_a_replica_pod_restart_resyncs_without_a_failover(cluster):
     final = assert_converged(3)
     assert final["name"] == primary["name"], "a replica restart must not fail over"
     report = writer.report(final)
-    print(f"replica pod restarted: {report}")
+    record_figure(f"replica pod restarted: {report}")
     assert report.lost == [], report
 
 
@@ -228,7 +229,7 @@ def test_the_primary_partitioned_from_the_majority_loses_only_writes_within_the_
     final = assert_converged(3)
     assert final["name"] != old["name"]
     report = writer.report(final)
-    print(f"primary partitioned: {report}")
+    record_figure(f"primary partitioned: {report}")
     outside = [
         i
         for i in report.lost
@@ -279,7 +280,9 @@ def test_all_pods_deleted_at_once_come_back_with_the_most_advanced_primary_and_a
     local("wait", "--timeout", str(SETTLE_TIMEOUT_S))
     new = assert_converged(3)
     report = writer.report(new)
-    print(f"all pods deleted (primary before: {old['name']}, after: {new['name']}): {report}")
+    record_figure(
+        f"all pods deleted (primary before: {old['name']}, after: {new['name']}): {report}"
+    )
     assert report.lost == [], report
 
 
@@ -295,7 +298,7 @@ def test_removing_two_units_at_once_the_primary_among_them_loses_nothing(four_un
     new = assert_converged(2)
     assert new["name"] not in (old["name"], replica["name"])
     report = writer.report(new)
-    print(f"primary and a replica removed together: {report}")
+    record_figure(f"primary and a replica removed together: {report}")
     assert report.lost == [], report
 
 
@@ -335,5 +338,5 @@ def test_a_sentinel_minority_cannot_fail_over_and_says_so_until_the_others_retur
     final = assert_converged(3)
     assert final["name"] == primary["name"]
     report = writer.report(final)
-    print(f"sentinel minority: {report}")
+    record_figure(f"sentinel minority: {report}")
     assert report.lost == [], report

@@ -41,6 +41,7 @@ from tests.integration.cluster_support import (
     local,
     monitored,
     password,
+    record_figure,
     skip_without_local_cluster,
     status,
     wait_for,
@@ -158,7 +159,9 @@ def test_a_valkey_client_requirer_gets_working_credentials_and_follows_a_failove
     remembered = requirer_hears(rctx, asked, before, {})
     (event, seen), *_ = requirer.RECEIVED
     assert event == "ResourceCreatedEvent", requirer.RECEIVED
-    print("before:", json.dumps({k: v for k, v in seen.items() if k != "password"}))
+    record_figure(
+        "valkey_client before: " + json.dumps({k: v for k, v in seen.items() if k != "password"})
+    )
     units = status()["units"]
     primary = assert_converged(3)
     assert seen["endpoints"] == f"{primary['hostname']}:6379"
@@ -195,7 +198,11 @@ def test_a_valkey_client_requirer_gets_working_credentials_and_follows_a_failove
     requirer.RECEIVED.clear()
     requirer_hears(rctx, asked, after, remembered)
     events = dict(requirer.RECEIVED)
-    print("after:", json.dumps({k: v for k, v in events.items() if k != "password"}, default=str))
+    changed = events.get("ResourceEndpointsChangedEvent", {})
+    record_figure(
+        "valkey_client after: "
+        + json.dumps({k: v for k, v in changed.items() if k != "password"}, default=str)
+    )
     assert "ResourceEndpointsChangedEvent" in events, requirer.RECEIVED
     assert events["ResourceEndpointsChangedEvent"]["endpoints"] == f"{new['hostname']}:6379"
     moved = redis.Redis(new["hostname"], 6379, username=user, password=password, socket_timeout=2)
@@ -346,7 +353,7 @@ def test_a_legacy_client_follows_failover_switchover_and_password_rotation(clust
         )
     new_password = published(relation_id)["password"]
     lost = writer.lost(final, new_password)
-    print(
+    record_figure(
         f"legacy client: {len(writer.acknowledged)} acknowledged, {len(lost)} lost,"
         f" longest pause {writer.longest_pause():.2f} s, {writer.errors} failed attempts"
     )
