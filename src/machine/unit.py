@@ -278,20 +278,23 @@ def unfenced(s: UnitStep) -> bool:
 def not_replicating(s: UnitStep) -> bool:
     """redis-server is down, or replicates from another unit than the one Sentinel confirms.
 
-    A running replica of the wrong primary (the fence, after a restart) is
-    re-configured only when this unit's sentinel names the primary it follows:
-    while Sentinel names nobody (it is failing over, or sees the primary down)
-    the difference may be Sentinel's own doing. A running redis that became a
-    *master* is never re-configured here: that is a promotion under way (a
-    planned switchover leaves the old primary up, so this unit's sentinel still
-    names it until the promotion is confirmed), and re-imposing the old role
-    would abort it and leave no primary at all. A stray master that Sentinel did
-    not promote is Sentinel's to convert back (``+convert-to-slave``).
+    A running redis whose role differs is re-configured only when this unit's
+    sentinel names the primary it follows: while Sentinel names nobody (it is
+    failing over, or sees the primary down) the difference may be Sentinel's own
+    doing (a promotion), and re-imposing the old role would fight it. A running
+    redis that is a *master* while this unit is the target of a switchover is
+    being promoted: a planned switchover leaves the old primary up, so this
+    unit's sentinel still names it until the promotion is confirmed, and
+    re-imposing the old role would abort the promotion and leave no primary at
+    all. Any other stray master (the old primary, thawed after a failover) is
+    made a replica at once, as Sentinel itself would some seconds later.
     """
     obs = s.input.observation
     if not obs.redis_up:
         return True
-    differs = obs.role is Role.SLAVE and obs.master_host != s.facts.following
+    if obs.role is Role.MASTER and s.input.cluster.switchover_target == _me(s):
+        return False
+    differs = obs.role is not Role.SLAVE or obs.master_host != s.facts.following
     return differs and sentinel_names(s) == s.facts.following
 
 

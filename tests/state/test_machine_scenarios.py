@@ -314,6 +314,33 @@ def test_departures_remembered_during_recovery_reset_only_the_units_that_left() 
     assert after.current.departed == ("redis-k8s/3", "redis-k8s/4")
 
 
+def promoted_replica_steps(world: World, replica: str, switchover_target: str | None):
+    """A replica whose redis is a master while its sentinel still names redis-k8s/0."""
+    cluster = world.cluster().model_copy(update={"switchover_target": switchover_target})
+    promoted = UnitObservation(
+        containers_ready=True,
+        redis_service_defined=True,
+        redis_up=True,
+        sentinel_up=True,
+        role=Role.MASTER,
+        sentinel_primary="redis-k8s/0",
+        sentinel_epoch=cluster.sentinel_epoch,
+        sentinel_generation=cluster.generation,
+        sentinels_seen=2,
+    )
+    _, outcome = journal.step(
+        world.unit_journal(replica),
+        UnitInput(
+            event=Event.PEER_RELATION_CHANGED,
+            unit=replica,
+            observation=promoted,
+            cluster=cluster,
+            peers=tuple(m for m in world.members if m != replica),
+        ),
+    )
+    return [e for e in outcome.effects if isinstance(e, ConfigureRedis)]
+
+
 def test_a_replica_being_promoted_by_a_switchover_is_not_demoted_again() -> None:
     """A switchover's target is never re-made a replica while Sentinel promotes it.
 
@@ -323,27 +350,12 @@ def test_a_replica_being_promoted_by_a_switchover_is_not_demoted_again() -> None
     not re-impose replication: that aborts the promotion and leaves no primary.
     """
     world = deploy(3)
-    replica = "redis-k8s/1"
-    assert state_of(world, replica) is UnitState.REPLICA
-    promoted = UnitObservation(
-        containers_ready=True,
-        redis_service_defined=True,
-        redis_up=True,
-        sentinel_up=True,
-        role=Role.MASTER,
-        sentinel_primary="redis-k8s/0",
-        sentinel_epoch=world.cluster().sentinel_epoch,
-        sentinel_generation=world.cluster().generation,
-        sentinels_seen=2,
-    )
-    _, outcome = journal.step(
-        world.unit_journal(replica),
-        UnitInput(
-            event=Event.PEER_RELATION_CHANGED,
-            unit=replica,
-            observation=promoted,
-            cluster=world.cluster(),
-            peers=("redis-k8s/0", "redis-k8s/2"),
-        ),
-    )
-    assert not any(isinstance(e, ConfigureRedis) for e in outcome.effects), outcome.effects
+    assert state_of(world, "redis-k8s/1") is UnitState.REPLICA
+    assert promoted_replica_steps(world, "redis-k8s/1", "redis-k8s/1") == []
+
+
+def test_a_stray_master_that_sentinel_does_not_name_is_made_a_replica() -> None:
+    """The old primary, thawed after a failover, is a master nobody promoted: it follows."""
+    world = deploy(3)
+    effects = promoted_replica_steps(world, "redis-k8s/1", None)
+    assert effects == [ConfigureRedis(replica_of="redis-k8s/0")]
