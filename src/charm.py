@@ -49,6 +49,8 @@ UNIT_JOURNAL_KEY = "unit-journal"
 CLUSTER_JOURNAL_KEY = "cluster-journal"
 SECRET_ID_KEY = "internal-secret-id"
 SECRET_LABEL = "internal-passwords"
+LEADER_ROUNDS = 3
+"""Cluster steps in one leader hook at most: each one its own unit acted on (see ``run``)."""
 PASSWORD_FIELDS = (
     "admin-password",
     "replication-password",
@@ -171,20 +173,31 @@ class RedisK8sCharm(ops.CharmBase):
         unit_journal = step_unit(unit_journal, seen)
         self.save(peers, self.unit, UNIT_JOURNAL_KEY, journal.dump(unit_journal))
         if self.unit.is_leader() and leader_can_decide(kind, unit_journal.current):
-            reports = [report(me, unit_journal)]
-            for unit in sorted(peers.units, key=lambda u: u.name):
-                loaded = self.load(journal.load_unit, peers.data[unit].get(UNIT_JOURNAL_KEY))
-                reports.append(report(unit.name, loaded))
-            logger.info("cluster step for %s: members %s", kind, [r.unit for r in reports])
-            cluster_journal = run_cluster(
-                cluster_journal, kind, me, reports, subject, self.execute_cluster_effect
-            )
-            self.save(peers, self.app, CLUSTER_JOURNAL_KEY, journal.dump(cluster_journal))
-            if cluster_journal.current != seen:
+            event, about = kind, subject
+            for _ in range(LEADER_ROUNDS):
+                reports = [report(me, unit_journal)]
+                for unit in sorted(peers.units, key=lambda u: u.name):
+                    loaded = self.load(journal.load_unit, peers.data[unit].get(UNIT_JOURNAL_KEY))
+                    reports.append(report(unit.name, loaded))
+                logger.info("cluster step for %s: members %s", event, [r.unit for r in reports])
+                cluster_journal = run_cluster(
+                    cluster_journal, event, me, reports, about, self.execute_cluster_effect
+                )
+                self.save(peers, self.app, CLUSTER_JOURNAL_KEY, journal.dump(cluster_journal))
+                if cluster_journal.current == seen:
+                    break
+                seen = cluster_journal.current
                 # The leader's own unit acts on the leader's decision in the same hook
                 # (Juju sends the leader no relation-changed for its own app data).
-                unit_journal = step_unit(unit_journal, cluster_journal.current)
+                before = unit_journal.current
+                unit_journal = step_unit(unit_journal, seen)
                 self.save(peers, self.unit, UNIT_JOURNAL_KEY, journal.dump(unit_journal))
+                if unit_journal.current == before:
+                    break
+                # Nor for its own unit data: had it done its turn of a sentinel reset,
+                # the wave would wait for an unrelated event. It looks again now, as
+                # a peer's relation-changed would make it look.
+                event, about = Event.PEER_RELATION_CHANGED, me
         if kind not in (Event.STOP, Event.REMOVE, Event.STORAGE_DETACHING):
             cluster = cluster_journal.current
             self.serve_clients(peers, clients, workload, cluster, addressing, passwords, reports)
