@@ -218,6 +218,15 @@ def handover_answered(s: UnitStep) -> bool:
     return s.facts.handover is not None and s.input.cluster.switchover_target is None
 
 
+def promoted_while_leaving(s: UnitStep) -> bool:
+    """This leaving replica's redis is a master, and other units remain: it hands over too.
+
+    A primary that was leaving at the same time may just have handed over to it.
+    """
+    obs = s.input.observation
+    return obs.redis_up and obs.role is Role.MASTER and _others(s) > 0
+
+
 def has_other_members(s: UnitStep) -> bool:
     """Other units exist that can take over as primary."""
     return _others(s) > 0
@@ -535,6 +544,7 @@ TABLE = (
     go(TEARDOWN, S.HANDING_OVER, S.STOPPED, handed_over, record_handover, stop_workload),
     go(TEARDOWN, S.HANDING_OVER, S.STOPPED, handover_failed, record_handover, stop_workload),
     noop(TEARDOWN, S.HANDING_OVER, "waiting for the handover outcome before stopping"),
+    go(TEARDOWN, (S.SYNCING, S.REPLICA), S.HANDING_OVER, promoted_while_leaving, hand_over_to_best),
     go(
         TEARDOWN,
         (S.WAITING_FOR_WORKLOAD, S.WAITING_FOR_PRIMARY, S.SYNCING, S.REPLICA, S.FENCED),

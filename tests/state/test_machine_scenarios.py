@@ -14,8 +14,10 @@ from machine.types import (
     ClusterState,
     ConfigureRedis,
     Event,
+    HandOver,
     ResetSentinel,
     Role,
+    StopWorkload,
     UnitInput,
     UnitObservation,
     UnitState,
@@ -314,7 +316,9 @@ def test_departures_remembered_during_recovery_reset_only_the_units_that_left() 
     assert after.current.departed == ("redis-k8s/3", "redis-k8s/4")
 
 
-def promoted_replica_steps(world: World, replica: str, switchover_target: str | None):
+def promoted_replica_steps(
+    world: World, replica: str, switchover_target: str | None, event: Event = Event.UPDATE_STATUS
+):
     """A replica whose redis is a master while its sentinel still names redis-k8s/0."""
     cluster = world.cluster().model_copy(update={"switchover_target": switchover_target})
     promoted = UnitObservation(
@@ -331,14 +335,14 @@ def promoted_replica_steps(world: World, replica: str, switchover_target: str | 
     _, outcome = journal.step(
         world.unit_journal(replica),
         UnitInput(
-            event=Event.PEER_RELATION_CHANGED,
+            event=event,
             unit=replica,
             observation=promoted,
             cluster=cluster,
             peers=tuple(m for m in world.members if m != replica),
         ),
     )
-    return [e for e in outcome.effects if isinstance(e, ConfigureRedis)]
+    return [e for e in outcome.effects if isinstance(e, ConfigureRedis | HandOver | StopWorkload)]
 
 
 def test_a_replica_being_promoted_by_a_switchover_is_not_demoted_again() -> None:
@@ -359,3 +363,10 @@ def test_a_stray_master_that_sentinel_does_not_name_is_made_a_replica() -> None:
     world = deploy(3)
     effects = promoted_replica_steps(world, "redis-k8s/1", None)
     assert effects == [ConfigureRedis(replica_of="redis-k8s/0")]
+
+
+def test_a_leaving_replica_that_was_just_handed_the_primary_role_hands_it_over_too() -> None:
+    """Two units removed at once: the leaving primary handed over to the other leaving one."""
+    world = deploy(3)
+    effects = promoted_replica_steps(world, "redis-k8s/1", None, Event.LEAVING)
+    assert effects == [HandOver(target=None)], effects
