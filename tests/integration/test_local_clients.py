@@ -21,7 +21,6 @@ resolve on this machine (/etc/hosts).
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +35,7 @@ from redis_k8s_local.store import Store
 from tests.charms.valkey_requirer import charm as requirer
 from tests.integration.cluster_support import (
     SETTLE_TIMEOUT_S,
+    Writer,
     assert_converged,
     deployed,
     local,
@@ -232,7 +232,7 @@ def test_a_valkey_client_requirer_gets_working_credentials_and_follows_a_failove
 # ------------------------------------------------------------------ legacy redis
 
 
-class RelationWriter:
+class RelationWriter(Writer):
     """A legacy client: writes through `leader-host` with `password`, both from relation data.
 
     After any error it reads the relation data again, as a client restarted by
@@ -240,22 +240,10 @@ class RelationWriter:
     """
 
     def __init__(self, relation_id: str) -> None:
+        super().__init__(sentinel_addresses=[])
         self.relation_id = relation_id
-        self.acknowledged: dict[int, float] = {}
-        self.errors = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> RelationWriter:
-        self.thread.start()
-        wait_for("a first acknowledged write", lambda: self.acknowledged, timeout=30)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=10)
-
-    def _connect(self) -> redis.Redis | None:
+    def _discover(self) -> redis.Redis | None:
         data = published(self.relation_id)
         if "leader-host" not in data:
             return None
@@ -266,33 +254,6 @@ class RelationWriter:
             socket_timeout=1,
             socket_connect_timeout=1,
         )
-
-    def _run(self) -> None:
-        i, client = 1, None
-        while not self.stop.is_set():
-            try:
-                client = client or self._connect()
-                if client is None:
-                    time.sleep(0.1)
-                    continue
-                client.set(f"legacy:{i}", i)
-                self.acknowledged[i] = time.monotonic()
-                i += 1
-                time.sleep(0.01)
-            except (redis.RedisError, OSError):
-                self.errors += 1
-                client = None
-                time.sleep(0.05)
-
-    def lost(self, primary: dict, password: str) -> list[int]:
-        keys = sorted(self.acknowledged)
-        client = redis.Redis(primary["hostname"], 6379, password=password, socket_timeout=2)
-        values = client.mget([f"legacy:{i}" for i in keys]) if keys else []
-        return [i for i, value in zip(keys, values, strict=True) if value is None]
-
-    def longest_pause(self) -> float:
-        times = [self.acknowledged[i] for i in sorted(self.acknowledged)]
-        return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
 
 
 def test_a_legacy_client_follows_failover_switchover_and_password_rotation(cluster):
@@ -351,12 +312,9 @@ def test_a_legacy_client_follows_failover_switchover_and_password_rotation(clust
         wait_for(
             "writes after the last failover", lambda: max(writer.acknowledged.values()) > after
         )
-    new_password = published(relation_id)["password"]
-    lost = writer.lost(final, new_password)
-    record_figure(
-        f"legacy client: {len(writer.acknowledged)} acknowledged, {len(lost)} lost,"
-        f" longest pause {writer.longest_pause():.2f} s, {writer.errors} failed attempts"
-    )
+    outcome = writer.report(final)
+    lost = outcome.lost
+    record_figure(f"legacy client: {outcome}")
     window_s = 0.5
     unexplained = [
         i
