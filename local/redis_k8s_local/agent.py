@@ -192,9 +192,9 @@ class Agent:
                 relation["units"].append(name)
                 relation["unit_data"][name] = {}
                 clients = self._client_relations(doc)
-                for relation_id, _, _ in clients:
-                    doc["relations"][relation_id]["units"].append(name)
-                    doc["relations"][relation_id]["unit_data"][name] = {}
+                for _, client in clients:
+                    client["units"].append(name)
+                    client["unit_data"][name] = {}
                 leader = doc["leader"]
                 if leader is None:
                     doc["leader"] = leader = name
@@ -210,8 +210,8 @@ class Agent:
                 sequence.append(("leader-elected", {}))
             sequence += [("config-changed", {}), ("start", {})]
             sequence += [(f"{c}-pebble-ready", {"JUJU_WORKLOAD_NAME": c}) for c in CONTAINERS]
-            for relation_id, endpoint, remote_app in clients:
-                sequence += self._joining(relation_id, endpoint, remote_app)
+            for relation_id, client in clients:
+                sequence += self._joining(relation_id, client)
             for peer in peers:
                 sequence += [
                     (f"{PEER}-relation-joined", self._relation_env(remote=peer)),
@@ -246,13 +246,8 @@ class Agent:
                 unit.leaving = True
                 peers = [u for u in self._members() if u != name]
                 doc = self.store.read()
-                for relation_id, endpoint, remote_app in self._client_relations(doc):
-                    env = self._client_env(relation_id, endpoint, remote_app)
-                    for member in doc["relations"][relation_id]["units"]:
-                        if member.split("/")[0] == remote_app:
-                            departed = {**env, "JUJU_REMOTE_UNIT": member}
-                            unit.queue.append((f"{endpoint}-relation-departed", departed))
-                    unit.queue.append((f"{endpoint}-relation-broken", env))
+                for relation_id, client in self._client_relations(doc):
+                    unit.queue.extend(self._parting(relation_id, client, departing=False))
                 for peer in peers:
                     env = self._relation_env(remote=peer, departing=name)
                     unit.queue.append((f"{PEER}-relation-departed", env))
@@ -275,18 +270,8 @@ class Agent:
         new_leader = None
         with self.store.transaction() as doc:
             relation = doc["relations"][PEER_RELATION_ID]
-            if unit.name in relation["units"]:
-                relation["units"].remove(unit.name)
-            relation["unit_data"].pop(unit.name, None)
-            if unit.name in relation.get("left", []):
-                relation["left"].remove(unit.name)
-            for relation_id, _, _ in self._client_relations(doc):
-                client = doc["relations"][relation_id]
-                if unit.name in client["units"]:
-                    client["units"].remove(unit.name)
-                client["unit_data"].pop(unit.name, None)
-                if unit.name in client.get("left", []):
-                    client["left"].remove(unit.name)
+            for member_of in (relation, *(c for _, c in self._client_relations(doc))):
+                _forget(member_of, unit.name)
             doc["units"].pop(unit.name, None)
             doc["storage"].pop(unit.name, None)
             remaining = list(relation["units"])
@@ -324,11 +309,12 @@ class Agent:
             )
             relation = doc["relations"][str(relation_id)]
             relation["unit_data"] = {name: {} for name in ours + remote}
+            joining = self._joining(str(relation_id), relation)
         with self.wake:
             for name in ours:
                 unit = self.units.get(name)
                 if unit is not None and not unit.leaving:
-                    unit.queue.extend(self._joining(str(relation_id), endpoint, remote_app))
+                    unit.queue.extend(joining)
             self.wake.notify_all()
         return relation_id
 
@@ -378,34 +364,40 @@ class Agent:
         """
         with self.store.transaction() as doc:
             relation = doc["relations"][relation_id]
-            endpoint, remote_app = relation["endpoint"], relation["remote_app"]
-            remote = [u for u in relation["units"] if u.split("/")[0] == remote_app]
             ours = [u for u in relation["units"] if u.split("/")[0] == self.app]
             relation["dying"] = True
-        env = self._client_env(relation_id, endpoint, remote_app)
+            parting = self._parting(relation_id, relation, departing=True)
         with self.wake:
             for name in ours:
                 unit = self.units.get(name)
-                if unit is None:
-                    continue
-                for member in remote:
-                    departed = {**env, "JUJU_REMOTE_UNIT": member, "JUJU_DEPARTING_UNIT": member}
-                    unit.queue.append((f"{endpoint}-relation-departed", departed))
-                unit.queue.append((f"{endpoint}-relation-broken", env))
+                if unit is not None:
+                    unit.queue.extend(parting)
             self.wake.notify_all()
 
-    def _joining(self, relation_id: str, endpoint: str, remote_app: str) -> list:
+    def _joining(self, relation_id: str, relation: dict) -> list:
         """The events of one of our units joining a client relation."""
-        env = self._client_env(relation_id, endpoint, remote_app)
-        doc = self.store.read()
-        remote = [u for u in doc["relations"][relation_id]["units"] if u.startswith(remote_app)]
-        events = [(f"{endpoint}-relation-created", env)]
-        for member in remote:
+        env = self._client_env(relation_id, relation["endpoint"], relation["remote_app"])
+        events = [(f"{relation['endpoint']}-relation-created", env)]
+        for member in _remote_units(relation):
             events += [
-                (f"{endpoint}-relation-joined", {**env, "JUJU_REMOTE_UNIT": member}),
-                (f"{endpoint}-relation-changed", {**env, "JUJU_REMOTE_UNIT": member}),
+                (f"{relation['endpoint']}-relation-joined", {**env, "JUJU_REMOTE_UNIT": member}),
+                (f"{relation['endpoint']}-relation-changed", {**env, "JUJU_REMOTE_UNIT": member}),
             ]
         return events
+
+    def _parting(self, relation_id: str, relation: dict, *, departing: bool) -> list:
+        """The events of one of our units leaving a client relation: departed, then broken.
+
+        ``departing``: the remote units are the ones going (the relation is removed).
+        """
+        env = self._client_env(relation_id, relation["endpoint"], relation["remote_app"])
+        events = []
+        for member in _remote_units(relation):
+            departed = {**env, "JUJU_REMOTE_UNIT": member}
+            if departing:
+                departed["JUJU_DEPARTING_UNIT"] = member
+            events.append((f"{relation['endpoint']}-relation-departed", departed))
+        return [*events, (f"{relation['endpoint']}-relation-broken", env)]
 
     @staticmethod
     def _client_env(relation_id: str, endpoint: str, remote_app: str) -> dict[str, str]:
@@ -415,10 +407,10 @@ class Agent:
             "JUJU_REMOTE_APP": remote_app,
         }
 
-    def _client_relations(self, doc: dict) -> list[tuple[str, str, str]]:
-        """``(id, endpoint, remote app)`` of every live relation to another application."""
+    def _client_relations(self, doc: dict) -> list[tuple[str, dict]]:
+        """``(id, relation)`` of every live relation to another application."""
         return [
-            (relation_id, relation["endpoint"], relation["remote_app"])
+            (relation_id, relation)
             for relation_id, relation in doc["relations"].items()
             if relation.get("remote_app") and not relation.get("dying")
         ]
@@ -788,6 +780,20 @@ class Agent:
         """Every live unit's pod."""
         with self.lock:
             yield from [u.spec for u in self.units.values() if not u.removed]
+
+
+def _remote_units(relation: dict) -> list[str]:
+    """The units of the application at the other end of a client relation."""
+    return [u for u in relation["units"] if u.split("/")[0] == relation["remote_app"]]
+
+
+def _forget(relation: dict, unit: str) -> None:
+    """A removed unit is no longer in the relation, nor in its databags."""
+    if unit in relation["units"]:
+        relation["units"].remove(unit)
+    relation["unit_data"].pop(unit, None)
+    if unit in relation.get("left", []):
+        relation["left"].remove(unit)
 
 
 def _unit_facts(databag: dict[str, str]) -> dict[str, str]:
