@@ -34,7 +34,7 @@ class SwitchoverParams(_Params):
 class RotateParams(_Params):
     """The rotate-passwords action's parameters."""
 
-    users: str = Field(default="admin,replication,client", pattern=r"^[a-z,]+$")
+    users: str = Field(default="admin,replication,sentinel,client", pattern=r"^[a-z,]+$")
 
     @property
     def user_list(self) -> list[str]:

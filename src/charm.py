@@ -36,7 +36,14 @@ from machine.types import (
 )
 from relations import ALL_ENDPOINTS, USERS_LABEL, ClientRelations
 from workload.addressing import Addressing
-from workload.config import ADMIN_USER, LEGACY_USER, REPLICATION_USER, CharmConfig
+from workload.config import (
+    ADMIN_USER,
+    LEGACY_USER,
+    REPLICATION_USER,
+    SENTINEL_USER,
+    CharmConfig,
+    sentinel_safe,
+)
 from workload.workload import REDIS_PORT, SENTINEL_PORT, Passwords, Workload, master_name
 
 logger = logging.getLogger(__name__)
@@ -151,6 +158,7 @@ class RedisK8sCharm(ops.CharmBase):
         workload = Workload(
             self.unit, addressing, config, passwords, client_users=clients.acl_users()
         )
+        workload.leaving = self.dying_units
         unit_journal = self.load(journal.load_unit, peers.data[self.unit].get(UNIT_JOURNAL_KEY))
         cluster_journal = self.load(
             journal.load_cluster, peers.data[self.app].get(CLUSTER_JOURNAL_KEY)
@@ -420,6 +428,19 @@ class RedisK8sCharm(ops.CharmBase):
         self.secret_content = content
         return passwords_in_use(content, self.rotation_record(peers))
 
+    def dying_units(self) -> tuple[str, ...]:
+        """The units of this application Juju is removing (``goal-state``: dying).
+
+        Asked only when a primary hands over: two units removed at once must not hand
+        the primary to each other. Unknown (no goal-state): none.
+        """
+        try:
+            goals = ops.hookcmds.goal_state().units
+        except (ops.hookcmds.Error, OSError, ValueError) as error:
+            logger.warning("goal-state not available: %s", type(error).__name__)
+            return ()
+        return tuple(sorted(u for u, goal in goals.items() if goal.status == "dying"))
+
     # -------------------------------------------------------------- rotation
 
     def rotation_record(self, peers: ops.Relation) -> records.RotationRecord:
@@ -451,6 +472,12 @@ class RedisK8sCharm(ops.CharmBase):
             self.problems.append(
                 f"system-users: keys must be {', '.join(sorted(wanted))}"
                 f" with at least 8 characters (unknown {unknown}, too short {bad})"
+            )
+            return None
+        if not sentinel_safe(content.get("sentinel-password", "printable")):
+            self.problems.append(
+                "system-users: sentinel-password must be printable ASCII without spaces,"
+                " quotes or backslashes (redis-sentinel writes it back unquoted)"
             )
             return None
         return {k: content[k] for k in wanted & set(content)}
@@ -585,11 +612,12 @@ def passwords_in_use(content: dict[str, str], record: records.RotationRecord) ->
 
     admin = pick("admin-password", ADMIN_USER)
     replication = pick("replication-password", REPLICATION_USER)
+    sentinel = pick("sentinel-password", SENTINEL_USER)
     client = pick("client-password", LEGACY_USER)
     return Passwords(
         admin=admin,
         replication=replication,
-        sentinel=content["sentinel-password"],
+        sentinel=sentinel,
         client=client,
         also_accepted=tuple(accepted),
     )

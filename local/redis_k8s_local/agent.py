@@ -239,6 +239,12 @@ class Agent:
     def remove_units(self, names: list[str]) -> None:
         """Start removing units: their own departure sequence first (see the module doc)."""
         with self.wake:
+            # As `juju remove-unit a b` does: every named unit is dying before any of
+            # their hooks runs, and goal-state says so to all units.
+            with self.store.transaction() as doc:
+                for name in names:
+                    if name in doc["units"]:
+                        doc["units"][name]["life"] = "dying"
             for name in names:
                 unit = self._unit(name)
                 if unit.leaving:

@@ -26,9 +26,10 @@ from collections.abc import Iterable, Mapping
 
 from .records import RotationPhase, RotationRecord, UnitRotation
 
-ROTATABLE = ("admin", "replication", "client")
-"""Users whose password rotates: secret fields ``<user>-password``. The sentinel
-password is not rotated yet (Sentinel writes it back into its own file)."""
+ROTATABLE = ("admin", "replication", "sentinel", "client")
+"""Users whose password rotates: secret fields ``<user>-password``. ``sentinel`` is
+both the ``sentinel`` user's on redis and Sentinel's own (its ``default`` user, and
+the ``sentinel-pass`` the sentinels send each other)."""
 
 _NEXT: dict[RotationPhase, RotationPhase] = {
     "adding": "switching",

@@ -502,6 +502,33 @@ class SentinelAdmin(_AdminClient):
         words = [word for option in options.items() for word in option]
         self._call_ok("SENTINEL", "SET", name, *words, secrets=_secret_values(options))
 
+    def set_sentinel_pass(self, password: str) -> None:
+        """The password this sentinel sends to the other sentinels (persisted at once).
+
+        Raises:
+            ValueError: a password sentinel 7.0 would write back unquoted (see
+                ``workload.config``); the message does not hold the value.
+        """
+        _sentinel_safe(password)
+        self._call_ok("SENTINEL", "CONFIG", "SET", "sentinel-pass", password, secrets=[password])
+
+    def set_user(self, name: str, rule: str) -> None:
+        """Create or replace sentinel's user ``name`` (``ACL SETUSER name resetpass <rule>``).
+
+        ``rule`` is an ``acl_rule`` (hashes only), which sets the user's whole
+        permissions; its passwords replace the old ones in one command, so clients
+        already authenticated stay connected. Persisted by ``flush_config``.
+        """
+        self._call_ok("ACL", "SETUSER", name, "resetpass", *rule.split())
+
+    def delete_user(self, name: str) -> None:
+        """Remove sentinel's user ``name``; its connections are closed (``ACL DELUSER``)."""
+        self._call("ACL", "DELUSER", name)
+
+    def flush_config(self) -> None:
+        """Make sentinel rewrite its file with what it runs now (``SENTINEL FLUSHCONFIG``)."""
+        self._call_ok("SENTINEL", "FLUSHCONFIG")
+
     def reset(self, pattern: str) -> int:
         """Forget the replicas and sentinels of the matching primaries; how many matched.
 
@@ -585,6 +612,7 @@ def planned_switchover(
     switch_s: float = 8.0,
     priority_s: float = 3.0,
     max_candidates: int = 2,
+    avoid: Collection[str] = (),
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> str:
@@ -627,6 +655,10 @@ def planned_switchover(
     With no ``target``, a failed attempt that did not reach ``SENTINEL FAILOVER``
     is tried again with the next best replica, up to ``max_candidates`` replicas
     in all: the best one may be going away itself (two units removed at once).
+    ``avoid`` are replicas (hosts) not to choose without a ``target`` unless no
+    other can take over: those of units Juju is removing too. Chosen anyway, one
+    could stop between ``SENTINEL FAILOVER`` and its promotion, and leave no
+    primary at all.
 
     Returns:
         ``HANDOVER_COMPLETED`` when the Sentinel names the target and the old primary
@@ -635,11 +667,14 @@ def planned_switchover(
         refusing or slow Sentinel, an unreachable server) never raise.
     """
     tried: set[str] = set()
+    avoided = set(avoid)
     while True:
         switchover = _Switchover(primary, sentinel, master_name, replicas, clock, sleep)
         started = clock()
         try:
-            outcome = switchover.run(target, pause_ms, catch_up_s, switch_s, priority_s, tried)
+            outcome = switchover.run(
+                target, pause_ms, catch_up_s, switch_s, priority_s, tried | avoided
+            )
         except WorkloadUnreachable as error:
             outcome = f"switchover stopped: {error}"
         logger.info(
@@ -650,6 +685,9 @@ def planned_switchover(
             switchover.held_s,
         )
         chosen = switchover.chosen
+        if chosen is None and avoided and target is None:
+            avoided = set()  # every other replica is leaving too: the best of those
+            continue
         if (
             outcome == HANDOVER_COMPLETED
             or target is not None

@@ -24,8 +24,15 @@ Secrets are kept out of the rendered main text, which may be logged or shown:
   secrets)`` once, and afterwards the file belongs to sentinel (it must be
   writable: sentinel refuses to start otherwise). The rendered sentinel text
   never holds a password; the file on disk always does, and a rotation must go
-  through sentinel at run time (``SENTINEL SET <master> auth-pass``, ``ACL
-  SETUSER default``), which persists it.
+  through sentinel at run time (``SENTINEL SET <master> auth-pass``, ``SENTINEL
+  CONFIG SET sentinel-pass``, ``ACL SETUSER``, then ``SENTINEL FLUSHCONFIG``),
+  or, while sentinel is stopped, through ``rewrite_sentinel_auth``.
+- Sentinel's own users are ``user`` lines in its file (hashes only), never
+  ``requirepass``. Measured on 7.0.15: sentinel writes its run-time users back
+  as ``user`` lines on every rewrite (``SENTINEL FLUSHCONFIG`` forces one), and
+  at start a ``user default`` line wins over a ``requirepass`` line; but it never
+  updates or removes a ``requirepass`` line, which would keep a rotated-out
+  password in the file (``rewrite_sentinel_auth`` drops it).
 - Sentinel 7.0.15 writes ``sentinel auth-pass`` and ``sentinel sentinel-pass``
   back *unquoted* when it rewrites its file, so a password with a space, a quote
   or a backslash corrupts the file and sentinel cannot start again ("Unbalanced
@@ -50,6 +57,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import (
@@ -83,6 +91,16 @@ SENTINEL_RULES = (
 """What Sentinel sends to redis (Redis' ACL docs for Sentinel, plus ROLE and REPLICAOF)."""
 LEGACY_CLIENT_RULES = "~* &* +@all -@admin"
 """Legacy clients get the whole key space, never administration (CONFIG, ACL, REPLICAOF...)."""
+SENTINEL_ADMIN_USER = "default"
+"""Sentinel's user for the charm and the other sentinels (which send ``sentinel-pass``)."""
+SENTINEL_ADMIN_RULES = "~* &* +@all"
+SENTINEL_CLIENT_RULES = (
+    "resetchannels &* -@all +ping +role +subscribe +psubscribe +unsubscribe +punsubscribe"
+    " +sentinel|get-master-addr-by-name +sentinel|master +sentinel|masters"
+    " +sentinel|replicas +sentinel|slaves +sentinel|sentinels"
+)
+"""A client relation's user on Sentinel: discovery and its event channels, nothing else
+(no ``SENTINEL SET``, ``FAILOVER``, ``RESET``, ``CONFIG``, no ``ACL``)."""
 _USER_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 
 RDB_SAVE_SCHEDULE = "3600 1 300 100 60 10000"
@@ -336,28 +354,163 @@ def render_sentinel_secrets(
     sentinel_password: str,
     master_name: str = "primary",
     redis_user: str | None = None,
+    users: Mapping[str, str] | None = None,
 ) -> str:
-    """Render sentinel's secrets: its own password, and those it uses on redis and its peers.
+    """Render sentinel's secrets: its users, and the passwords it uses on redis and its peers.
 
     Args:
         redis_password: what sentinel authenticates to redis with (``auth-pass``).
-        sentinel_password: sentinel's own password, the same on every sentinel.
+        sentinel_password: what it authenticates to the other sentinels with
+            (``sentinel-pass``), the password of their ``default`` user.
         master_name: the monitored primary's name.
         redis_user: the ACL user sentinel authenticates to redis as (``auth-user``);
             None for the ``default`` user.
+        users: sentinel's own users, name -> ``acl_rule`` text (hashes only); it
+            must hold ``default``. None: ``default`` with ``sentinel_password``.
 
     Raises:
-        ValueError: a password sentinel would corrupt when it rewrites its file.
+        ValueError: a password sentinel would corrupt when it rewrites its file,
+            or users without ``default`` (sentinel would leave it open).
     """
     name = _checked_name(master_name)
-    lines = [
-        f"requirepass {_quoted(_sentinel_safe(sentinel_password))}",
-        f"sentinel sentinel-pass {_quoted(sentinel_password)}",
-    ]
+    _sentinel_safe(sentinel_password)
+    if users is None:
+        users = {SENTINEL_ADMIN_USER: acl_rule([sentinel_password], SENTINEL_ADMIN_RULES)}
+    lines = _sentinel_user_lines(users)
+    lines.append(f"sentinel sentinel-pass {_quoted(sentinel_password)}")
     if redis_user is not None:
         lines.append(f"sentinel auth-user {name} {_checked_name(redis_user)}")
     lines.append(f"sentinel auth-pass {name} {_quoted(_sentinel_safe(redis_password))}")
     return _text(lines)
+
+
+def sentinel_client_rule(redis_rule: str) -> str:
+    """A client user's rule on Sentinel: the password hashes of its redis ``acl_rule``."""
+    return _rule_of_hashes(rule_hashes(redis_rule), SENTINEL_CLIENT_RULES)
+
+
+def rule_hashes(rule: str) -> frozenset[str]:
+    """The password hashes an ACL rule (``acl_rule``, or a ``user`` line) accepts."""
+    return frozenset(word[1:] for word in rule.split() if word.startswith("#"))
+
+
+@dataclass(frozen=True)
+class SentinelAuth:
+    """What a sentinel.conf says about authentication (``read_sentinel_auth``).
+
+    Attributes:
+        users: each user's accepted password hashes.
+        sentinel_pass: the password it sends to the other sentinels.
+        auth_pass: the password it sends to each monitored primary, by name.
+        requirepass: whether a ``requirepass`` line is left (the pre-ACL layout).
+    """
+
+    users: Mapping[str, frozenset[str]]
+    sentinel_pass: str | None
+    auth_pass: Mapping[str, str]
+    requirepass: bool
+
+    def __repr__(self) -> str:
+        """Never show a password."""
+        return f"SentinelAuth(users={sorted(self.users)}, requirepass={self.requirepass})"
+
+
+def read_sentinel_auth(text: str) -> SentinelAuth:
+    """Parse the authentication lines of a sentinel.conf, as rendered or as rewritten."""
+    users: dict[str, frozenset[str]] = {}
+    sentinel_pass = None
+    auth_pass: dict[str, str] = {}
+    requirepass = False
+    for line in text.splitlines():
+        words = line.split()
+        match words:
+            case ["user", name, *rule]:
+                users[name] = rule_hashes(" ".join(rule))
+            case ["requirepass", *_]:
+                requirepass = True
+            case ["sentinel", "sentinel-pass", password]:
+                sentinel_pass = _unquoted(password)
+            case ["sentinel", "auth-pass", name, password]:
+                auth_pass[name] = _unquoted(password)
+    return SentinelAuth(users, sentinel_pass, auth_pass, requirepass)
+
+
+def sentinel_user_changes(
+    current: SentinelAuth, wanted: Mapping[str, str], *, only: Sequence[str] | None = None
+) -> tuple[dict[str, str], list[str]]:
+    """The users to set (name -> rule) and to delete to make ``current`` hold ``wanted``.
+
+    Users are compared by their password hashes. ``only``: consider only these
+    names (the others are left as they are, e.g. client users that cannot be
+    read this hook); ``default`` is never deleted.
+    """
+    considered = set(wanted) | set(current.users) if only is None else set(only)
+    to_set = {
+        name: rule
+        for name, rule in sorted(wanted.items())
+        if name in considered and current.users.get(name) != rule_hashes(rule)
+    }
+    to_delete = sorted(
+        name
+        for name in current.users
+        if name in considered and name not in wanted and name != SENTINEL_ADMIN_USER
+    )
+    return to_set, to_delete
+
+
+def rewrite_sentinel_auth(
+    text: str,
+    *,
+    users: Mapping[str, str],
+    sentinel_password: str,
+    auth_passwords: Mapping[str, str],
+) -> str:
+    """Sentinel's file with these users and passwords: only while sentinel is stopped.
+
+    Every ``user``, ``requirepass`` and ``sentinel sentinel-pass`` line is
+    replaced; ``sentinel auth-pass`` lines are replaced for the names of
+    ``auth_passwords``; every other line is kept as sentinel wrote it.
+
+    Raises:
+        ValueError: as ``render_sentinel_secrets``.
+    """
+    kept = []
+    for line in text.splitlines():
+        words = line.split()
+        match words:
+            case ["user", *_] | ["requirepass", *_] | ["sentinel", "sentinel-pass", *_]:
+                continue
+            case ["sentinel", "auth-pass", name, _] if name in auth_passwords:
+                password = _sentinel_safe(auth_passwords[name])
+                kept.append(f"sentinel auth-pass {_checked_name(name)} {password}")
+            case _:
+                kept.append(line)
+    kept.extend(_sentinel_user_lines(users))
+    kept.append(f"sentinel sentinel-pass {_sentinel_safe(sentinel_password)}")
+    return _text(kept)
+
+
+def _sentinel_user_lines(users: Mapping[str, str]) -> list[str]:
+    if SENTINEL_ADMIN_USER not in users:
+        raise ValueError("sentinel's users must define default (it would be left open)")
+    lines = []
+    for name in sorted(users):
+        if name != SENTINEL_ADMIN_USER and not _USER_NAME.match(name):
+            raise ValueError(f"not an ACL user name: {name!r}")
+        if "\n" in users[name]:
+            raise ValueError(f"ACL rules of {name} span lines")
+        lines.append(f"user {name} {users[name]}")
+    return lines
+
+
+def _rule_of_hashes(hashes: frozenset[str], rules: str) -> str:
+    if not hashes:
+        raise ValueError("an ACL user needs at least one password")
+    return f"on {' '.join(f'#{h}' for h in sorted(hashes))} {rules}"
+
+
+def _unquoted(word: str) -> str:
+    return word[1:-1] if len(word) >= 2 and word[0] == word[-1] == '"' else word
 
 
 def sentinel_file_text(conf: str, secrets: str) -> str:
@@ -395,6 +548,11 @@ def _quoted(value: str) -> str:
         else:
             escaped.append(f"\\x{byte:02x}")
     return '"' + "".join(escaped) + '"'
+
+
+def sentinel_safe(password: str) -> bool:
+    """Whether redis-sentinel can write ``password`` back into its file (unquoted) intact."""
+    return bool(_SENTINEL_SAFE.match(password))
 
 
 def _sentinel_safe(password: str) -> str:

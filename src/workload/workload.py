@@ -29,7 +29,7 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 import ops
 
@@ -55,15 +55,21 @@ from workload.config import (
     LEGACY_USER,
     REPLICATION_RULES,
     REPLICATION_USER,
+    SENTINEL_ADMIN_RULES,
+    SENTINEL_ADMIN_USER,
     SENTINEL_RULES,
     CharmConfig,
     acl_rule,
+    read_sentinel_auth,
     render_acl_file,
     render_redis_conf,
     render_redis_secrets,
     render_sentinel_conf,
     render_sentinel_secrets,
+    rewrite_sentinel_auth,
+    sentinel_client_rule,
     sentinel_file_text,
+    sentinel_user_changes,
 )
 from workload.config import (
     SENTINEL_USER as SENTINEL_ACL_USER,
@@ -197,6 +203,8 @@ class Workload:
         """The ACL file was rewritten in this hook: a running redis must ``ACL LOAD`` it."""
         self.problems: list[str] = []
         """What could not be done in this hook, for the status and the log."""
+        self.leaving: Callable[[], Collection[str]] = tuple
+        """The units Juju is removing (``goal-state``), asked only when handing over."""
 
     # ------------------------------------------------------------ clients
 
@@ -401,6 +409,97 @@ class Workload:
         users = (self.client_users or {}) | self.passwords.acl_users()  # internal names win
         return render_acl_file(users)
 
+    def sentinel_users(self) -> dict[str, str]:
+        """Sentinel's own users: ``default``, and one per client relation.
+
+        ``default`` is the charm's and the other sentinels'; a client relation's user
+        may only discover (the password of its redis user). Without readable client
+        users (``client_users`` None): only ``default``.
+        """
+        assert self.passwords is not None
+        accepted = self.passwords.accepted(SENTINEL_ACL_USER, self.passwords.sentinel)
+        users = {SENTINEL_ADMIN_USER: acl_rule(accepted, SENTINEL_ADMIN_RULES)}
+        for name, rule in (self.client_users or {}).items():
+            if name != SENTINEL_ADMIN_USER:
+                users[name] = sentinel_client_rule(rule)
+        return users
+
+    def _sentinel_auth_passwords(self, text: str) -> dict[str, str]:
+        """``auth-pass`` per monitored name of this application, in a sentinel file."""
+        assert self.passwords is not None
+        names = read_sentinel_auth(text).auth_pass
+        app = self.addressing.app
+        return {n: self.passwords.sentinel for n in names if generation_of(app, n) is not None}
+
+    def _sentinel_file_with_auth(self, text: str) -> str:
+        """A stopped sentinel's file with the users and passwords in use now."""
+        assert self.passwords is not None
+        current = read_sentinel_auth(text)
+        only = None if self.client_users is not None else [SENTINEL_ADMIN_USER]
+        users = self.sentinel_users()
+        # Client users that cannot be read this hook are kept as the file has them.
+        kept = [u for u in current.users if u != SENTINEL_ADMIN_USER] if only else []
+        for line in text.splitlines():
+            words = line.split()
+            if len(words) > 2 and words[0] == "user" and words[1] in kept:
+                users[words[1]] = " ".join(words[2:])
+        return rewrite_sentinel_auth(
+            text,
+            users=users,
+            sentinel_password=self.passwords.sentinel,
+            auth_passwords=self._sentinel_auth_passwords(text),
+        )
+
+    def _reconcile_sentinel_auth(self, running: bool) -> None:
+        """Make sentinel accept and use the passwords of this hook (a rotation's phase).
+
+        Its file is the truth to compare with: sentinel rewrites it on every change,
+        and it is what a restarted sentinel comes back with. A running sentinel is
+        changed at run time, then made to rewrite its file; a stopped one's file is
+        rewritten by the charm (it would overwrite a running sentinel's edit).
+        """
+        if self.passwords is None or not self.sentinel.exists(SENTINEL_CONF):
+            return
+        text = self.sentinel.pull(SENTINEL_CONF).read()
+        current = read_sentinel_auth(text)
+        only = None if self.client_users is not None else [SENTINEL_ADMIN_USER]
+        to_set, to_delete = sentinel_user_changes(current, self.sentinel_users(), only=only)
+        auth_pass = {
+            name: password
+            for name, password in self._sentinel_auth_passwords(text).items()
+            if current.auth_pass.get(name) != password
+        }
+        sentinel_pass = self.passwords.sentinel
+        new_sentinel_pass = current.sentinel_pass != sentinel_pass
+        if not (to_set or to_delete or auth_pass or new_sentinel_pass):
+            return
+        if not running:
+            self.sentinel.push(
+                SENTINEL_CONF,
+                self._sentinel_file_with_auth(text),
+                permissions=0o600,
+                user=SENTINEL_USER,
+                group=SENTINEL_USER,
+            )
+            logger.info("rewrote the stopped sentinel's users and passwords")
+            return
+        with self.sentinel_client() as client:
+            for name, rule in to_set.items():
+                client.set_user(name, rule)
+            for name in to_delete:
+                client.delete_user(name)
+            if new_sentinel_pass:
+                client.set_sentinel_pass(sentinel_pass)
+            for name, password in auth_pass.items():
+                client.set(name, {"auth-pass": password})
+            client.flush_config()
+        logger.info(
+            "sentinel users set %s, removed %s; passwords changed: %s",
+            sorted(to_set),
+            to_delete,
+            sorted({*(["sentinel-pass"] if new_sentinel_pass else []), *auth_pass}),
+        )
+
     def _run_sentinel(self, effect: ConfigureSentinel) -> None:
         """Monitor ``effect.primary`` under the generation's name.
 
@@ -459,6 +558,7 @@ class Workload:
             sentinel_password=self.passwords.sentinel,
             master_name=name,
             redis_user=SENTINEL_ACL_USER,
+            users=self.sentinel_users(),
         )
         self.sentinel.push(
             SENTINEL_CONF,
@@ -488,11 +588,17 @@ class Workload:
         return any(line.startswith(f"sentinel monitor {name} ") for line in text.splitlines())
 
     def _rebind_sentinel_file(self) -> None:
-        """Make sentinel's own file bind this pod's current address (nothing else changes)."""
+        """Make sentinel's own file bind this pod's current address, with today's passwords.
+
+        The users and passwords in use are written too (a rotation may have moved on
+        while this pod was away); nothing else changes.
+        """
         text = self.sentinel.pull(SENTINEL_CONF).read()
         lines = text.splitlines(keepends=True)
         wanted = f"bind {self.addressing.own_host}\n"
         rebound = [wanted if line.startswith("bind ") else line for line in lines]
+        if self.passwords is not None:
+            rebound = self._sentinel_file_with_auth("".join(rebound)).splitlines(keepends=True)
         if rebound != lines:
             self.sentinel.push(
                 SENTINEL_CONF,
@@ -520,6 +626,7 @@ class Workload:
                     name,
                     replicas,
                     None if target is None else self.addressing.host_of(target),
+                    avoid={self.addressing.host_of(u) for u in self.leaving() if u != self.me},
                 )
             finally:
                 for client in replicas.values():
@@ -596,11 +703,12 @@ class Workload:
         self.redis.add_layer(REDIS_CONTAINER, self._redis_layer(), combine=True)
 
     def _reconcile_sentinel(self, config: CharmConfig) -> None:
-        running = self.sentinel.can_connect() and self.sentinel.get_services(
-            layers.SENTINEL_SERVICE
-        )
-        if not running:
+        if not self.sentinel.can_connect():
             return
+        services = self.sentinel.get_services(layers.SENTINEL_SERVICE)
+        if not services:
+            return
+        self._reconcile_sentinel_auth(services[layers.SENTINEL_SERVICE].is_running())
         with self.sentinel_client() as client:
             for name, primary in client.monitored().items():
                 if generation_of(self.addressing.app, name) is None:

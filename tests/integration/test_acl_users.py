@@ -10,6 +10,7 @@ a client user is held to its key prefix and is rejected once removed, and a
 rotation accepts both passwords mid-way and only the new one at the end.
 """
 
+import dataclasses
 import functools
 import shutil
 import signal
@@ -20,20 +21,24 @@ from pathlib import Path
 
 import pytest
 import redis
+import redis.sentinel
 
 from machine.clients import client_rules
 from tests.integration import polling
 from workload.admin import RedisAdmin, SentinelAdmin, WorkloadUnreachable
 from workload.config import (
     ADMIN_USER,
+    SENTINEL_ADMIN_RULES,
     SENTINEL_USER,
     CharmConfig,
     acl_rule,
+    password_hash,
     render_acl_file,
     render_redis_conf,
     render_redis_secrets,
     render_sentinel_conf,
     render_sentinel_secrets,
+    sentinel_client_rule,
     sentinel_file_text,
 )
 from workload.workload import Passwords
@@ -73,8 +78,8 @@ class Unit:
     def admin(self, password: str = PASSWORDS.admin) -> RedisAdmin:
         return RedisAdmin(self.address, self.redis_port, password, username=ADMIN_USER)
 
-    def sentinel(self) -> SentinelAdmin:
-        return SentinelAdmin(self.address, self.sentinel_port, PASSWORDS.sentinel)
+    def sentinel(self, password: str = PASSWORDS.sentinel) -> SentinelAdmin:
+        return SentinelAdmin(self.address, self.sentinel_port, password)
 
     def client(self, username: str | None, password: str) -> redis.Redis:
         return redis.Redis(
@@ -131,7 +136,7 @@ class Cluster:
         self._start(unit, "redis", argv)
         wait_until(unit.admin().ping, f"redis on {unit.address}")
 
-    def start_sentinel(self, unit: Unit) -> None:
+    def start_sentinel(self, unit: Unit, users: dict[str, str] | None = None) -> None:
         conf = render_sentinel_conf(
             CONFIG,
             hostname=unit.address,
@@ -148,9 +153,26 @@ class Cluster:
             sentinel_password=self.passwords.sentinel,
             master_name=MASTER,
             redis_user=SENTINEL_USER,
+            users=users,
         )
         write_private(unit.root / "sentinel.conf", sentinel_file_text(conf, secrets))
         self._start(unit, "sentinel", [REDIS_SENTINEL, str(unit.root / "sentinel.conf")])
+
+    def restart_sentinel(self, unit: Unit) -> None:
+        """Kill sentinel and start it again from the file it rewrote (a pod restart)."""
+        unit.processes["sentinel"].kill()
+        unit.processes["sentinel"].wait(timeout=10)
+        self._start(unit, "sentinel", [REDIS_SENTINEL, str(unit.root / "sentinel.conf")])
+
+    def sentinels_settled(self, password: str = PASSWORDS.sentinel) -> bool:
+        for unit in self.units:
+            with unit.sentinel(password) as sentinel:
+                watched = sentinel.monitored()[MASTER]
+                if not (
+                    watched.link_ok and watched.replicas == 2 and watched.other_sentinels == 2
+                ):
+                    return False
+        return True
 
     def reload_acl_everywhere(self) -> None:
         """What every unit's hook does when the users change: rewrite, then ``ACL LOAD``."""
@@ -221,12 +243,11 @@ def test_sentinels_authenticate_as_the_sentinel_user_and_can_fail_over(cluster) 
     for unit in cluster.units:
         cluster.start_sentinel(unit)
 
-    def settled() -> bool:
-        with cluster.units[2].sentinel() as sentinel:
-            watched = sentinel.monitored()[MASTER]
-            return watched.link_ok and watched.replicas == 2 and watched.other_sentinels == 2
-
-    wait_until(settled, "sentinels to see the primary, its replicas and each other", timeout=15)
+    wait_until(
+        cluster.sentinels_settled,
+        "sentinels to see the primary, its replicas and each other",
+        timeout=15,
+    )
     with cluster.units[2].sentinel() as sentinel:
         sentinel.failover(MASTER)  # SLAVEOF, CONFIG REWRITE, CLIENT KILL... as the sentinel user
 
@@ -324,3 +345,98 @@ def test_a_rotation_accepts_both_passwords_mid_way_and_only_the_new_one_at_the_e
     with primary.admin(new_admin) as admin:
         admin._call("CLIENT", "KILL", "TYPE", "replica")
     wait_until(lambda: online_replicas(primary, new_admin) == 2, "replicas to resync")
+
+
+def accepts(unit: Unit, password: str) -> bool:
+    with unit.sentinel(password) as sentinel:
+        try:
+            return sentinel.ping()
+        except WorkloadUnreachable as error:
+            assert "authentication failed" in str(error) or "NOAUTH" in str(error), error
+            return False
+
+
+def test_rotating_the_sentinel_password_at_run_time_survives_a_restart_and_a_failover(
+    cluster,
+) -> None:
+    """What ``Workload._reconcile_sentinel_auth`` does in each phase, on real sentinels."""
+    old, new = PASSWORDS.sentinel, "sentinel-pw-2"
+    for unit in cluster.units:
+        cluster.start_sentinel(unit)
+    wait_until(cluster.sentinels_settled, "sentinels to see everything", timeout=15)
+    # adding: redis' sentinel user and every sentinel's default user accept both.
+    cluster.passwords = dataclasses.replace(PASSWORDS, also_accepted=((SENTINEL_USER, new),))
+    cluster.reload_acl_everywhere()
+    for unit in cluster.units:
+        with unit.sentinel(old) as sentinel:
+            sentinel.set_user("default", acl_rule([old, new], SENTINEL_ADMIN_RULES))
+            sentinel.flush_config()
+        assert accepts(unit, old) and accepts(unit, new)
+    # switching: every sentinel sends the new one, to redis and to the other sentinels.
+    for unit in cluster.units:
+        with unit.sentinel(new) as sentinel:
+            sentinel.set_sentinel_pass(new)
+            sentinel.set(MASTER, {"auth-pass": new})
+    # removing: only the new one anywhere.
+    cluster.passwords = dataclasses.replace(PASSWORDS, sentinel=new)
+    cluster.reload_acl_everywhere()
+    for unit in cluster.units:
+        with unit.sentinel(new) as sentinel:
+            sentinel.set_user("default", acl_rule([new], SENTINEL_ADMIN_RULES))
+            sentinel.flush_config()
+        assert accepts(unit, new) and not accepts(unit, old)
+        text = (unit.root / "sentinel.conf").read_text()
+        assert old not in text and password_hash(old) not in text
+    assert "invalid" in refused(cluster.primary.client(SENTINEL_USER, old).ping).lower()
+    # Every sentinel restarts from its own file: the new password only, and they all
+    # authenticate to redis and to each other again with it.
+    for unit in cluster.units:
+        cluster.restart_sentinel(unit)
+    wait_until(lambda: accepts(cluster.units[2], new), "the sentinel to come back", timeout=15)
+    for unit in cluster.units:
+        wait_until(lambda u=unit: accepts(u, new), "sentinels to come back", timeout=15)
+        assert not accepts(unit, old)
+    wait_until(lambda: cluster.sentinels_settled(new), "sentinels to settle again", timeout=20)
+    with cluster.units[2].sentinel(new) as sentinel:
+        sentinel.failover(MASTER)
+
+    def moved() -> bool:
+        with cluster.units[2].sentinel(new) as sentinel:
+            address = sentinel.primary_address(MASTER)
+        return address is not None and address[0] != cluster.primary.address
+
+    wait_until(moved, "sentinel to fail over with the new password", timeout=15)
+    with cluster.primary.admin() as admin:
+        wait_until(lambda: admin.replication().role == "slave", "old primary to follow", 15)
+
+
+def test_a_client_user_on_sentinel_discovers_the_primary_and_nothing_more(cluster) -> None:
+    rules, _ = client_rules("app:", None)
+    assert rules is not None
+    cluster.client_users["relation-7"] = acl_rule([CLIENT_PASSWORD], rules)
+    cluster.reload_acl_everywhere()
+    users = {
+        "default": acl_rule([PASSWORDS.sentinel], SENTINEL_ADMIN_RULES),
+        "relation-7": sentinel_client_rule(cluster.client_users["relation-7"]),
+    }
+    for unit in cluster.units:
+        cluster.start_sentinel(unit, users)
+    wait_until(cluster.sentinels_settled, "sentinels to see everything", timeout=15)
+    credentials = {"username": "relation-7", "password": CLIENT_PASSWORD, "socket_timeout": 2}
+    discovery = redis.sentinel.Sentinel(
+        [(u.address, u.sentinel_port) for u in cluster.units],
+        sentinel_kwargs=credentials,
+        **credentials,
+    )
+    assert discovery.discover_master(MASTER) == (
+        cluster.primary.address,
+        cluster.primary.redis_port,
+    )
+    assert len(discovery.discover_slaves(MASTER)) == 2
+    assert discovery.master_for(MASTER).set("app:via-sentinel", "1")
+    direct = redis.Redis(cluster.units[0].address, cluster.units[0].sentinel_port, **credentials)
+    for command in (("SENTINEL", "FAILOVER", MASTER), ("SENTINEL", "RESET", "*"), ("ACL", "LIST")):
+        assert "no permissions" in refused(lambda c=command: direct.execute_command(*c))
+    assert "no permissions" in refused(
+        lambda: direct.execute_command("SENTINEL", "SET", MASTER, "quorum", "1")
+    )

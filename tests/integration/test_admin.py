@@ -768,3 +768,41 @@ def test_switchover_without_a_target_moves_on_when_the_best_replica_cannot_take_
     assert old.sentinel().primary_address(MASTER_NAME) == (other.address, other.redis_port)
     with pytest.raises(redis.ReadOnlyError):
         old.client().set("after", 1)
+
+
+def test_switchover_without_a_target_avoids_the_replicas_of_units_being_removed(
+    monitored: Cluster,
+):
+    """Two units removed at once: the leaving primary never picks the other leaving one."""
+    old = monitored.primary
+    links = [r for r in old.admin().replication().replicas if r.online]
+    first_choice = max(links, key=lambda r: r.offset).host
+    other = next(u for u in monitored.units[1:] if u.address != first_choice)
+    outcome = planned_switchover(
+        old.admin(),
+        old.sentinel(),
+        MASTER_NAME,
+        {u.address: u.admin() for u in monitored.units[1:]},
+        None,
+        avoid={first_choice},
+    )
+    assert outcome == HANDOVER_COMPLETED
+    assert old.sentinel().primary_address(MASTER_NAME) == (other.address, other.redis_port)
+
+
+def test_switchover_avoiding_every_replica_still_hands_over_to_the_best_of_them(
+    monitored: Cluster,
+):
+    """All other units leaving too (scale to zero): handing over still beats stopping."""
+    old = monitored.primary
+    replicas = monitored.units[1:]
+    outcome = planned_switchover(
+        old.admin(),
+        old.sentinel(),
+        MASTER_NAME,
+        {u.address: u.admin() for u in replicas},
+        None,
+        avoid={u.address for u in replicas},
+    )
+    assert outcome == HANDOVER_COMPLETED
+    assert old.sentinel().primary_address(MASTER_NAME) != (old.address, old.redis_port)

@@ -9,13 +9,15 @@ resolve on this machine (/etc/hosts).
 - `valkey_client`: the requirer charm of `tests/charms` (built only on
   `dpcharmlibs-interfaces`' requirer handler) is run with ops.testing on what
   the cluster really published (databag and the secret granted to it): it gets
-  endpoints, sentinel endpoints and credentials that work on every unit, and an
-  endpoints-changed event after a failover. Breaking the relation removes its
-  user from every unit.
+  endpoints, sentinel endpoints and credentials that work on every unit and on
+  the sentinels (redis-py's `Sentinel` finds the primary with them, before and
+  after a failover), and an endpoints-changed event after a failover. Breaking
+  the relation removes its user from every unit.
 - legacy `redis`: a client that only reads `leader-host` and `password` keeps
   writing through a failover and a switchover; the `client` password rotated
   under that writer loses nothing and the old password is refused at the end;
-  the admin password rotated, Sentinel still authenticates (it fails over).
+  the admin and sentinel passwords rotated, Sentinel still authenticates (it
+  fails over) and refuses its old password.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import redis.sentinel
 import yaml
 from ops import testing
 from redis_k8s_local import cli
@@ -42,6 +45,7 @@ from tests.integration.cluster_support import (
     monitored,
     password,
     record_figure,
+    sentinel_of,
     skip_without_local_cluster,
     status,
     wait_for,
@@ -180,9 +184,9 @@ def test_a_valkey_client_requirer_gets_working_credentials_and_follows_a_failove
             replica_host, int(replica_port), username=user, password=password, socket_timeout=2
         )
         wait_for("the key on the replica", lambda r=replica: r.get("app:before-failover"))
-    # The sentinel endpoints answer a client asking for the primary (Sentinel's own auth).
-    sentinel_host, sentinel_port = seen["sentinel-endpoints"].split(",")[0].split(":")
-    assert sentinel_host and int(sentinel_port) == 26379
+    # A Sentinel-aware client finds the primary with the same credentials.
+    discovery = sentinel_discovery(seen)
+    assert discovery.discover_master(seen["master-name"]) == (primary["hostname"], 6379)
 
     old = freeze_primary_until_failover()
     new = assert_converged(3)
@@ -209,6 +213,8 @@ def test_a_valkey_client_requirer_gets_working_credentials_and_follows_a_failove
     assert moved.get("app:before-failover") == b"kept"
     moved.set("app:after-failover", 1)
     assert old["name"] != new["name"]
+    assert discovery.discover_master(seen["master-name"]) == (new["hostname"], 6379)
+    assert discovery.master_for(seen["master-name"]).get("app:after-failover") == b"1"
 
     # Breaking the relation removes the user from every unit.
     local("unrelate", relation_id)
@@ -227,6 +233,16 @@ def test_a_valkey_client_requirer_gets_working_credentials_and_follows_a_failove
         return True
 
     wait_for("the user to be refused on every unit", refused_everywhere, timeout=60)
+
+
+def sentinel_discovery(seen: dict) -> redis.sentinel.Sentinel:
+    """redis-py's Sentinel client on the relation's sentinel endpoints and credentials."""
+    credentials = {"username": seen["username"], "password": seen["password"]}
+    credentials["socket_timeout"] = 2
+    endpoints = [e.split(":") for e in seen["sentinel-endpoints"].split(",")]
+    return redis.sentinel.Sentinel(
+        [(host, int(port)) for host, port in endpoints], sentinel_kwargs=credentials, **credentials
+    )
 
 
 # ------------------------------------------------------------------ legacy redis
@@ -267,6 +283,7 @@ def test_a_legacy_client_follows_failover_switchover_and_password_rotation(clust
     relation_id = local("relate", "redis", "legacy-client", "--interface", "redis").strip()
     wait_for("leader-host and password", lambda: "password" in published(relation_id), 60)
     first_password, first_admin = published(relation_id)["password"], password()
+    first_sentinel = password("sentinel")
     leader = next(u for u in status()["units"] if u["leader"])
     frozen_at: list[float] = []
 
@@ -328,3 +345,7 @@ def test_a_legacy_client_follows_failover_switchover_and_password_rotation(clust
                                  socket_timeout=2)  # fmt: skip
             with pytest.raises(redis.exceptions.AuthenticationError):
                 client.ping()
+        sentinel = redis.Redis(unit["address"], 26379, password=first_sentinel, socket_timeout=2)
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            sentinel.ping()
+        assert sentinel_of(unit).ping()  # the new one

@@ -23,7 +23,8 @@ observation and every write runs in a unit's container through ``juju ssh
 --container`` (``in_container``), bounded by ``timeout`` inside the container.
 No password is ever an argument or printed; each reaches ``redis-cli`` only as
 ``REDISCLI_AUTH``. The sentinel container's ``sentinel.conf`` holds sentinel's
-own password (``requirepass``) and the ACL user and password sentinel uses on
+own password (``sentinel sentinel-pass``: the sentinels' ``default`` user has
+the same one, as hashes in ``user`` lines) and the ACL user and password sentinel uses on
 redis (``sentinel auth-user``/``auth-pass``, allowed ``INFO``): the scripts read
 them there. Since the ACL users, the admin password is in no file (``users.acl``
 holds hashes only): the test asks the ``credentials`` action once per model
@@ -132,9 +133,7 @@ WRITER_DIR = "/var/lib/redis/ha-writer"
 """On the unit's storage (mounted in the sentinel container): it survives a pod deletion."""
 
 SENTINEL_SECRETS_READ = r"""CONF=/var/lib/redis/sentinel/sentinel.conf
-SP=$(sed -n 's/^requirepass "\{0,1\}\([^" ]*\)"\{0,1\}$/\1/p' "$CONF" | head -n 1)
-[ -n "$SP" ] ||
-  SP=$(sed -n 's/^sentinel sentinel-pass "\{0,1\}\([^" ]*\)"\{0,1\}$/\1/p' "$CONF" | head -n 1)
+SP=$(sed -n 's/^sentinel sentinel-pass "\{0,1\}\([^" ]*\)"\{0,1\}$/\1/p' "$CONF" | head -n 1)
 SU=$(sed -n 's/^sentinel auth-user [^ ]* "\{0,1\}\([^" ]*\)"\{0,1\}$/\1/p' "$CONF" | head -n 1)
 SA=$(sed -n 's/^sentinel auth-pass [^ ]* "\{0,1\}\([^" ]*\)"\{0,1\}$/\1/p' "$CONF" | head -n 1)"""
 """Sets, from the sentinel container's file: SP, sentinel's own password; SU and SA, the

@@ -37,6 +37,31 @@ class FakeRedis:
 class FakeSentinel:
     monitored: dict[str, admin.MonitoredPrimary] = dataclasses.field(default_factory=dict)
     resets: list[str] = dataclasses.field(default_factory=list)
+    conf: Path | None = None
+    """The file sentinel owns (in the container's root): rewritten as sentinel does."""
+    unflushed_users: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    """``ACL SETUSER`` / ``DELUSER`` (None) not yet in the file: sentinel writes them
+    at its next rewrite (``SENTINEL FLUSHCONFIG``), not before."""
+
+    def rewrite(self, replace: dict[tuple[str, ...], str | None]) -> None:
+        """Sentinel's rewrite of its file.
+
+        Each line starting with a key's words is replaced (None: dropped); keys not
+        found are appended.
+        """
+        assert self.conf is not None
+        lines = self.conf.read_text().splitlines()
+        done = set()
+        kept = []
+        for line in lines:
+            key = next((k for k in replace if tuple(line.split()[: len(k)]) == k), None)
+            if key is None:
+                kept.append(line)
+            elif replace[key] is not None and key not in done:
+                kept.append(replace[key])
+                done.add(key)
+        kept += [v for k, v in replace.items() if k not in done and v is not None]
+        self.conf.write_text("\n".join(kept) + "\n")
 
 
 class FakeNetwork:
@@ -77,6 +102,7 @@ class FakeNetwork:
         if sentinel_root is not None and (sentinel_root / SENTINEL_CONF.lstrip("/")).exists():
             text = (sentinel_root / SENTINEL_CONF.lstrip("/")).read_text()
             sentinel = self.sentinels.setdefault(host, FakeSentinel())
+            sentinel.conf = sentinel_root / SENTINEL_CONF.lstrip("/")
             for name, primary, port, quorum in re.findall(
                 r"^sentinel monitor (\S+) (\S+) (\d+) (\d+)$", text, re.MULTILINE
             ):
@@ -191,8 +217,34 @@ class FakeSentinelAdmin(_FakeClient):
     def monitored(self) -> dict[str, admin.MonitoredPrimary]:
         return dict(self._server().monitored)
 
+    def set_user(self, name: str, rule: str) -> None:
+        self.net.commands.append((self.host, "ACL SETUSER", name))
+        self._server().unflushed_users[name] = rule
+
+    def delete_user(self, name: str) -> None:
+        self.net.commands.append((self.host, "ACL DELUSER", name))
+        self._server().unflushed_users[name] = None
+
+    def flush_config(self) -> None:
+        self.net.commands.append((self.host, "SENTINEL FLUSHCONFIG"))
+        server = self._server()
+        users = server.unflushed_users
+        server.rewrite(
+            {("user", n): None if r is None else f"user {n} {r}" for n, r in users.items()}
+        )
+        users.clear()
+
+    def set_sentinel_pass(self, password: str) -> None:
+        self.net.commands.append((self.host, "SENTINEL CONFIG SET", "sentinel-pass"))
+        self._server().rewrite(
+            {("sentinel", "sentinel-pass"): f"sentinel sentinel-pass {password}"}
+        )
+
     def set(self, name: str, options: dict[str, str]) -> None:
         self.net.commands.append((self.host, "SENTINEL SET", name, *sorted(options)))
+        if "auth-pass" in options:
+            line = f"sentinel auth-pass {name} {options['auth-pass']}"
+            self._server().rewrite({("sentinel", "auth-pass", name): line})
         current = self._server().monitored[name]
         changes: dict[str, object] = {}
         if "quorum" in options:

@@ -13,8 +13,8 @@ from ops import testing
 from charm import ROTATION_KEY, SECRET_ID_KEY, passwords_in_use, promoted
 from machine import records, rotation
 from tests.state.test_charm import APP, OWN, lone_primary, peers_of
-from workload.config import ADMIN_USER, password_hash
-from workload.workload import ACL_FILE
+from workload.config import ADMIN_USER, SENTINEL_USER, password_hash, read_sentinel_auth
+from workload.workload import ACL_FILE, SENTINEL_CONF
 
 UNITS = (f"{APP}/0", f"{APP}/1", f"{APP}/2")
 OLD = {
@@ -23,7 +23,11 @@ OLD = {
     "sentinel-password": "sentinel",
     "client-password": "client-old",
 }
-NEW = {"admin-password-next": "admin-new", "client-password-next": "client-new"}
+NEW = {
+    "admin-password-next": "admin-new",
+    "sentinel-password-next": "sentinel-new",
+    "client-password-next": "client-new",
+}
 
 
 # ---------------------------------------------------------------- the protocol
@@ -56,6 +60,8 @@ class World:
             for b in views.values():
                 assert a.admin in b.accepted(ADMIN_USER, b.admin)
                 assert a.client in b.accepted("default", b.client)
+                # Sentinel's own password and the sentinel user's on redis: one password.
+                assert a.sentinel in b.accepted(SENTINEL_USER, b.sentinel)
 
 
 @settings(max_examples=200, deadline=None)
@@ -83,7 +89,11 @@ def test_every_password_in_use_is_accepted_by_every_unit_at_every_step(steps) ->
     assert world.record.phase == "idle"
     for record, content in world.seen.values():
         final = passwords_in_use(content, record)
-        assert (final.admin, final.client) == ("admin-new", "client-new")
+        assert (final.admin, final.sentinel, final.client) == (
+            "admin-new",
+            "sentinel-new",
+            "client-new",
+        )
         assert final.also_accepted == ()  # the old ones are rejected
 
 
@@ -151,7 +161,40 @@ def test_rotate_passwords_rolls_through_the_phases_and_rejects_the_old_one(ctx, 
     assert net.passwords_seen[-1] == new or new in net.passwords_seen
 
 
-@pytest.mark.parametrize("users", ["root", "admin,sentinel", ",", "ADMIN"])
+def sentinel_view(tmp_path) -> tuple[list[str], list[str], str | None, dict[str, str]]:
+    """(redis' sentinel user hashes, sentinel's default user hashes, sentinel-pass, auth-pass)."""
+    acl = (tmp_path / "redis" / ACL_FILE.lstrip("/")).read_text()
+    line = next(x for x in acl.splitlines() if x.startswith(f"user {SENTINEL_USER} "))
+    on_redis = sorted(word[1:] for word in line.split() if word.startswith("#"))
+    auth = read_sentinel_auth((tmp_path / "sentinel" / SENTINEL_CONF.lstrip("/")).read_text())
+    return on_redis, sorted(auth.users["default"]), auth.sentinel_pass, dict(auth.auth_pass)
+
+
+def test_rotating_the_sentinel_password_goes_through_sentinel_and_its_file(ctx, net, tmp_path):
+    state = lone_primary(ctx, net, tmp_path)
+    old = content_of(internal_secret(state))["sentinel-password"]
+    _, _, _, auth_pass = sentinel_view(tmp_path)
+    name = next(iter(auth_pass))
+    state = ctx.run(ctx.on.action("rotate-passwords", params={"users": "sentinel"}), state)
+    new = content_of(internal_secret(state))["sentinel-password-next"]
+    both = sorted([password_hash(old), password_hash(new)])
+    # adding: redis and sentinel accept both; sentinel still sends the old one.
+    assert sentinel_view(tmp_path) == (both, both, old, {name: old})
+    assert (OWN, "SENTINEL FLUSHCONFIG") in net.commands  # written back, not only run
+    state = ctx.run(ctx.on.update_status(), state)
+    # switching: sentinel sends the new one to redis and to the other sentinels.
+    assert sentinel_view(tmp_path) == (both, both, new, {name: new})
+    assert net.passwords_seen[-1] == new  # the charm uses it on sentinel
+    for _ in range(2):
+        state = ctx.run(ctx.on.update_status(), state)
+    assert phase(state) == "idle"
+    only_new = [password_hash(new)]
+    assert sentinel_view(tmp_path) == (only_new, only_new, new, {name: new})
+    final = content_of(internal_secret(state))
+    assert final["sentinel-password"] == new and "sentinel-password-next" not in final
+
+
+@pytest.mark.parametrize("users", ["root", "admin,root", ",", "ADMIN"])
 def test_rotate_passwords_with_bad_users_fails_with_a_message(ctx, net, tmp_path, users):
     state = lone_primary(ctx, net, tmp_path)
     with pytest.raises(testing.ActionFailed, match="Error in action parameters"):

@@ -13,15 +13,21 @@ from pydantic import ValidationError
 
 from workload.config import (
     FENCE_PRIMARY,
+    SENTINEL_CLIENT_RULES,
     CharmConfig,
     acl_rule,
     password_hash,
+    read_sentinel_auth,
     render_acl_file,
     render_redis_conf,
     render_redis_secrets,
     render_sentinel_conf,
     render_sentinel_secrets,
+    rewrite_sentinel_auth,
+    rule_hashes,
+    sentinel_client_rule,
     sentinel_file_text,
+    sentinel_user_changes,
 )
 
 ADMIN_PASSWORD = "admin-Pa55word!"
@@ -309,10 +315,79 @@ def test_sentinel_secrets():
         redis_password=ADMIN_PASSWORD, sentinel_password=SENTINEL_PASSWORD
     )
     assert directives(text) == [
-        f'requirepass "{SENTINEL_PASSWORD}"',
+        f"user default on #{password_hash(SENTINEL_PASSWORD)} ~* &* +@all",
         f'sentinel sentinel-pass "{SENTINEL_PASSWORD}"',
         f'sentinel auth-pass primary "{ADMIN_PASSWORD}"',
     ]
+    assert "requirepass" not in text  # sentinel would keep it, stale, after a rotation
+
+
+def test_sentinel_secrets_need_a_default_user():
+    users = {"relation-3": acl_rule(["pw"], SENTINEL_CLIENT_RULES)}
+    with pytest.raises(ValueError, match="must define default"):
+        render_sentinel_secrets(redis_password="a", sentinel_password="b", users=users)
+
+
+def test_a_client_user_on_sentinel_has_its_redis_passwords_and_discovery_only():
+    redis_rule = acl_rule(["one", "two"], "resetkeys ~app:* -@all +@read")
+    rule = sentinel_client_rule(redis_rule)
+    assert rule_hashes(rule) == {password_hash("one"), password_hash("two")}
+    assert rule.startswith("on #") and rule.endswith(SENTINEL_CLIENT_RULES)
+    assert "~" not in rule and "+@" not in rule
+
+
+SENTINEL_FILE_AS_REWRITTEN = """port 26379
+requirepass "old-own"
+user default on sanitize-payload #aaaa #bbbb ~* &* +@all
+user relation-4 on #cccc resetchannels &* -@all +ping
+sentinel sentinel-pass "old-own"
+sentinel monitor redis-k8s-g2 redis-k8s-0.x 6379 2
+sentinel auth-user redis-k8s-g2 sentinel
+sentinel auth-pass redis-k8s-g2 old-redis
+sentinel auth-pass other-g1 theirs
+sentinel known-sentinel redis-k8s-g2 redis-k8s-1.x 26379 abc
+"""
+
+
+def test_reading_sentinels_file_finds_its_users_and_passwords():
+    auth = read_sentinel_auth(SENTINEL_FILE_AS_REWRITTEN)
+    assert auth.users == {"default": {"aaaa", "bbbb"}, "relation-4": {"cccc"}}
+    assert auth.sentinel_pass == "old-own"
+    assert auth.auth_pass == {"redis-k8s-g2": "old-redis", "other-g1": "theirs"}
+    assert auth.requirepass
+    assert "old" not in repr(auth)
+
+
+def test_user_changes_compare_password_hashes_and_spare_default():
+    auth = read_sentinel_auth(SENTINEL_FILE_AS_REWRITTEN)
+    same_default = "on #bbbb #aaaa ~* &* +@all"
+    to_set, to_delete = sentinel_user_changes(auth, {"default": same_default})
+    assert (to_set, to_delete) == ({}, ["relation-4"])
+    new_default = acl_rule(["new"], "~* &* +@all")
+    to_set, to_delete = sentinel_user_changes(auth, {"default": new_default}, only=["default"])
+    assert (to_set, to_delete) == ({"default": new_default}, [])  # relation-4 left alone
+    to_set, _ = sentinel_user_changes(auth, {"default": same_default, "relation-9": new_default})
+    assert to_set == {"relation-9": new_default}
+
+
+def test_a_stopped_sentinels_file_rewritten_with_new_passwords_keeps_everything_else():
+    users = {"default": acl_rule(["new-own"], "~* &* +@all")}
+    text = rewrite_sentinel_auth(
+        SENTINEL_FILE_AS_REWRITTEN,
+        users=users,
+        sentinel_password="new-own",
+        auth_passwords={"redis-k8s-g2": "new-redis"},
+    )
+    auth = read_sentinel_auth(text)
+    assert auth.users == {"default": {password_hash("new-own")}}
+    assert auth.sentinel_pass == "new-own" and not auth.requirepass
+    assert auth.auth_pass == {"redis-k8s-g2": "new-redis", "other-g1": "theirs"}
+    assert "old-own" not in text and "old-redis" not in text
+    kept = [line for line in SENTINEL_FILE_AS_REWRITTEN.splitlines() if "pass" not in line]
+    kept = [line for line in kept if not line.startswith("user ")]
+    assert [line for line in text.splitlines() if line in kept] == kept
+    with pytest.raises(ValueError, match="unquoted"):
+        rewrite_sentinel_auth(text, users=users, sentinel_password="a b", auth_passwords={})
 
 
 @pytest.mark.parametrize("fenced", [True, False])
