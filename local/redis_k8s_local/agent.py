@@ -55,7 +55,7 @@ from pathlib import Path
 
 from ops import pebble
 
-from redis_k8s_local import charmdir, hooktool
+from redis_k8s_local import charmdir, hooktool, peakrss
 from redis_k8s_local.pods import Pods, PodSpec, pod_spec
 from redis_k8s_local.store import (
     Store,
@@ -91,6 +91,8 @@ class HookRecord:
     seconds: float
     exit_code: int
     max_rss_kib: int = 0
+    """The dispatched charm process's own peak RSS (``VmHWM``, reported at its exit:
+    ``peakrss``); 0 if it reported none (killed, or never started)."""
 
 
 @dataclasses.dataclass
@@ -134,6 +136,7 @@ class Agent:
         self.store = Store(state_dir)
         self.pods = Pods(state_dir, pebble_binary)
         self.tools_bin = state_dir / "bin"
+        self.peak_rss_dir = state_dir / "peak-rss"
         self.units: dict[str, Unit] = {}
         self.history: list[HookRecord] = []
         self.lock = threading.RLock()
@@ -148,6 +151,7 @@ class Agent:
         """Prepare the state directory and start the watcher and update-status threads."""
         (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
         hooktool.install_tools(self.tools_bin)
+        peakrss.install(self.peak_rss_dir)
         with self.store.transaction() as doc:
             if not doc.get("model_uuid"):
                 doc.update(new_model(self.model, self.app))
@@ -596,6 +600,10 @@ class Agent:
             "JUJU_CONTEXT_ID": f"{unit.name}-{uuid.uuid4().hex[:12]}",
             **env,
         }
+        # The charm process writes its own peak RSS there at exit: wait4's ru_maxrss
+        # would include this agent's RSS, which the child inherits at exec (peakrss).
+        peak_report = self.peak_rss_dir / f"{full_env['JUJU_CONTEXT_ID'].replace('/', '-')}.kib"
+        full_env = peakrss.environ(self.peak_rss_dir, peak_report, full_env)
         argv = self.pods.dispatch_argv(unit.spec, [str(unit.charm_dir / "dispatch")])
         started = time.monotonic()
         log = self.state_dir / "logs" / f"{unit.name.replace('/', '-')}.dispatch.log"
@@ -606,14 +614,12 @@ class Agent:
                 process = subprocess.Popen(
                     argv, cwd=unit.charm_dir, env=full_env, stdout=output, stderr=output
                 )
-                _, status, usage = os.wait4(process.pid, 0)
-                exit_code = os.waitstatus_to_exitcode(status)
-                process.returncode = exit_code
-                max_rss = usage.ru_maxrss
+                exit_code = process.wait()
             except OSError as error:
                 output.write(f"cannot run dispatch: {error}\n".encode())
-                exit_code, max_rss = 127, 0
+                exit_code = 127
         seconds = time.monotonic() - started
+        max_rss = peakrss.read(peak_report)
         with self.lock:
             self.history.append(HookRecord(unit.name, hook, started, seconds, exit_code, max_rss))
         if action:
