@@ -251,7 +251,7 @@ class Agent:
                 peers = [u for u in self._members() if u != name]
                 doc = self.store.read()
                 for relation_id, client in self._client_relations(doc):
-                    unit.queue.extend(self._parting(relation_id, client, departing=False))
+                    unit.queue.extend(self._parting(relation_id, client, departing=name))
                 for peer in peers:
                     env = self._relation_env(remote=peer, departing=name)
                     unit.queue.append((f"{PEER}-relation-departed", env))
@@ -370,7 +370,7 @@ class Agent:
             relation = doc["relations"][relation_id]
             ours = [u for u in relation["units"] if u.split("/")[0] == self.app]
             relation["dying"] = True
-            parting = self._parting(relation_id, relation, departing=True)
+            parting = self._parting(relation_id, relation, departing=None)
         with self.wake:
             for name in ours:
                 unit = self.units.get(name)
@@ -389,17 +389,23 @@ class Agent:
             ]
         return events
 
-    def _parting(self, relation_id: str, relation: dict, *, departing: bool) -> list:
+    def _parting(self, relation_id: str, relation: dict, *, departing: str | None) -> list:
         """The events of one of our units leaving a client relation: departed, then broken.
 
-        ``departing``: the remote units are the ones going (the relation is removed).
+        ``relation-departed`` for each remote unit (``JUJU_REMOTE_UNIT``), with
+        ``JUJU_DEPARTING_UNIT`` the unit that leaves the relation: ``departing``, our
+        unit being removed (as for the peer relation, Juju names the local unit
+        itself), or, when ``departing`` is None (the relation is removed), each
+        remote unit.
         """
         env = self._client_env(relation_id, relation["endpoint"], relation["remote_app"])
         events = []
         for member in _remote_units(relation):
-            departed = {**env, "JUJU_REMOTE_UNIT": member}
-            if departing:
-                departed["JUJU_DEPARTING_UNIT"] = member
+            departed = {
+                **env,
+                "JUJU_REMOTE_UNIT": member,
+                "JUJU_DEPARTING_UNIT": departing or member,
+            }
             events.append((f"{relation['endpoint']}-relation-departed", departed))
         return [*events, (f"{relation['endpoint']}-relation-broken", env)]
 
