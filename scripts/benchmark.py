@@ -19,6 +19,9 @@ Prints min / median / max over N trials (default 10) of:
 - one update-status dispatch in a steady cluster: wall time and peak memory,
   beside a yardstick measured in the same run (a fresh process importing only
   ops), because absolute times drift on these noisy machines and ratios hold.
+  Peak memory is each process's own ``VmHWM``, reported at its exit
+  (``redis_k8s_local.peakrss``; not ``wait4``'s ``ru_maxrss``, which includes the
+  parent's RSS before ``exec``).
 
 It leaves no cluster behind (`redis-k8s-local down` at the end).
 """
@@ -27,10 +30,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +43,7 @@ for path in ("src", "lib", "local", "."):
     sys.path.insert(0, str(REPO / path))
 
 import redis  # noqa: E402
-from redis_k8s_local import cli, daemon  # noqa: E402
+from redis_k8s_local import cli, daemon, peakrss  # noqa: E402
 from redis_k8s_local.store import Store  # noqa: E402
 
 from tests.integration import cluster_support as support  # noqa: E402
@@ -205,11 +206,16 @@ def _moved_from(old: dict) -> bool:
 
 
 def fresh_process(argv: list[str]) -> tuple[float, int]:
-    """Wall seconds and max RSS (KiB) of one process."""
-    started = time.monotonic()
-    process = subprocess.Popen(argv)
-    _, _, usage = os.wait4(process.pid, 0)
-    return time.monotonic() - started, usage.ru_maxrss
+    """Wall seconds and peak RSS (KiB) of one Python process.
+
+    The peak is the process's own ``VmHWM``, which it reports at exit (``peakrss``),
+    as the agent records each dispatch's: ``wait4``'s ``ru_maxrss`` would be at
+    least this script's own peak RSS, which the child inherits at ``exec``.
+    """
+    exit_code, seconds, kib = peakrss.run(argv)
+    if exit_code != 0 or not kib:
+        raise RuntimeError(f"{argv}: exit code {exit_code}, peak RSS reported: {kib} KiB")
+    return seconds, kib
 
 
 def update_status_costs(rounds: int) -> tuple[list[float], list[int]]:

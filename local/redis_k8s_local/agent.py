@@ -55,7 +55,7 @@ from pathlib import Path
 
 from ops import pebble
 
-from redis_k8s_local import charmdir, hooktool
+from redis_k8s_local import charmdir, hooktool, peakrss
 from redis_k8s_local.pods import Pods, PodSpec, pod_spec
 from redis_k8s_local.store import (
     Store,
@@ -91,6 +91,8 @@ class HookRecord:
     seconds: float
     exit_code: int
     max_rss_kib: int = 0
+    """The dispatched charm process's own peak RSS (``VmHWM``, reported at its exit:
+    ``peakrss``); 0 if it reported none (killed, or never started)."""
 
 
 @dataclasses.dataclass
@@ -134,6 +136,7 @@ class Agent:
         self.store = Store(state_dir)
         self.pods = Pods(state_dir, pebble_binary)
         self.tools_bin = state_dir / "bin"
+        self.peak_rss_dir = state_dir / "peak-rss"
         self.units: dict[str, Unit] = {}
         self.history: list[HookRecord] = []
         self.lock = threading.RLock()
@@ -148,6 +151,7 @@ class Agent:
         """Prepare the state directory and start the watcher and update-status threads."""
         (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
         hooktool.install_tools(self.tools_bin)
+        peakrss.install(self.peak_rss_dir)
         with self.store.transaction() as doc:
             if not doc.get("model_uuid"):
                 doc.update(new_model(self.model, self.app))
@@ -253,7 +257,7 @@ class Agent:
                 peers = [u for u in self._members() if u != name]
                 doc = self.store.read()
                 for relation_id, client in self._client_relations(doc):
-                    unit.queue.extend(self._parting(relation_id, client, departing=False))
+                    unit.queue.extend(self._parting(relation_id, client, departing=name))
                 for peer in peers:
                     env = self._relation_env(remote=peer, departing=name)
                     unit.queue.append((f"{PEER}-relation-departed", env))
@@ -372,7 +376,7 @@ class Agent:
             relation = doc["relations"][relation_id]
             ours = [u for u in relation["units"] if u.split("/")[0] == self.app]
             relation["dying"] = True
-            parting = self._parting(relation_id, relation, departing=True)
+            parting = self._parting(relation_id, relation, departing=None)
         with self.wake:
             for name in ours:
                 unit = self.units.get(name)
@@ -391,17 +395,23 @@ class Agent:
             ]
         return events
 
-    def _parting(self, relation_id: str, relation: dict, *, departing: bool) -> list:
+    def _parting(self, relation_id: str, relation: dict, *, departing: str | None) -> list:
         """The events of one of our units leaving a client relation: departed, then broken.
 
-        ``departing``: the remote units are the ones going (the relation is removed).
+        ``relation-departed`` for each remote unit (``JUJU_REMOTE_UNIT``), with
+        ``JUJU_DEPARTING_UNIT`` the unit that leaves the relation: ``departing``, our
+        unit being removed (as for the peer relation, Juju names the local unit
+        itself), or, when ``departing`` is None (the relation is removed), each
+        remote unit.
         """
         env = self._client_env(relation_id, relation["endpoint"], relation["remote_app"])
         events = []
         for member in _remote_units(relation):
-            departed = {**env, "JUJU_REMOTE_UNIT": member}
-            if departing:
-                departed["JUJU_DEPARTING_UNIT"] = member
+            departed = {
+                **env,
+                "JUJU_REMOTE_UNIT": member,
+                "JUJU_DEPARTING_UNIT": departing or member,
+            }
             events.append((f"{relation['endpoint']}-relation-departed", departed))
         return [*events, (f"{relation['endpoint']}-relation-broken", env)]
 
@@ -602,6 +612,10 @@ class Agent:
             "JUJU_CONTEXT_ID": f"{unit.name}-{uuid.uuid4().hex[:12]}",
             **env,
         }
+        # The charm process writes its own peak RSS there at exit: wait4's ru_maxrss
+        # would include this agent's RSS, which the child inherits at exec (peakrss).
+        peak_report = self.peak_rss_dir / f"{full_env['JUJU_CONTEXT_ID'].replace('/', '-')}.kib"
+        full_env = peakrss.environ(self.peak_rss_dir, peak_report, full_env)
         argv = self.pods.dispatch_argv(unit.spec, [str(unit.charm_dir / "dispatch")])
         started = time.monotonic()
         log = self.state_dir / "logs" / f"{unit.name.replace('/', '-')}.dispatch.log"
@@ -612,14 +626,12 @@ class Agent:
                 process = subprocess.Popen(
                     argv, cwd=unit.charm_dir, env=full_env, stdout=output, stderr=output
                 )
-                _, status, usage = os.wait4(process.pid, 0)
-                exit_code = os.waitstatus_to_exitcode(status)
-                process.returncode = exit_code
-                max_rss = usage.ru_maxrss
+                exit_code = process.wait()
             except OSError as error:
                 output.write(f"cannot run dispatch: {error}\n".encode())
-                exit_code, max_rss = 127, 0
+                exit_code = 127
         seconds = time.monotonic() - started
+        max_rss = peakrss.read(peak_report)
         with self.lock:
             self.history.append(HookRecord(unit.name, hook, started, seconds, exit_code, max_rss))
         if action:

@@ -46,11 +46,16 @@ def split_charmcraft(charmcraft: dict) -> tuple[dict, dict, dict]:
 
 
 def dispatch_script(python: str) -> str:
-    """The ``dispatch`` Juju runs for every event (cwd: the charm directory)."""
+    """The ``dispatch`` Juju runs for every event (cwd: the charm directory).
+
+    A ``PYTHONPATH`` in the environment is kept after ``lib:src`` (Juju sets none):
+    the agent puts its peak-RSS probe there (``peakrss``).
+    """
     return (
         "#!/bin/sh\n"
         "# Written by redis-k8s-local, as charmcraft pack writes it (with the project venv).\n"
-        'JUJU_DISPATCH_PATH="${JUJU_DISPATCH_PATH:-$0}" PYTHONPATH=lib:src \\\n'
+        'JUJU_DISPATCH_PATH="${JUJU_DISPATCH_PATH:-$0}" \\\n'
+        '    PYTHONPATH="lib:src${PYTHONPATH:+:$PYTHONPATH}" \\\n'
         f'    exec "{python}" ./src/charm.py\n'
     )
 
