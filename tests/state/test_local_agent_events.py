@@ -9,9 +9,11 @@ tests read.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
+from redis_k8s_local import hooktool
 from redis_k8s_local import store as st
 from redis_k8s_local.agent import PEER, PEER_RELATION_ID, Agent, Unit
 from redis_k8s_local.pods import pod_spec
@@ -87,3 +89,15 @@ def test_a_removed_relation_departs_each_remote_unit(model: Model):
         assert sorted(events) == sorted(f"{ENDPOINT} {remote}" for remote in THEIRS)
         for remote in THEIRS:
             assert events[f"{ENDPOINT} {remote}"]["JUJU_DEPARTING_UNIT"] == remote
+
+
+def test_units_removed_together_are_all_dying_in_goal_state_before_any_of_their_hooks(
+    model: Model, capsys
+):
+    """As ``juju remove-unit a b``: a leaving primary must not hand over to the other one."""
+    model.agent.remove_units(OURS)
+
+    env = {hooktool.STATE_ENV: str(model.agent.state_dir), "JUJU_UNIT_NAME": OURS[0]}
+    assert hooktool.main(["goal-state", "--format=json"], env) == 0
+    goals = json.loads(capsys.readouterr().out)["units"]
+    assert {unit: goal["status"] for unit, goal in goals.items()} == dict.fromkeys(OURS, "dying")
