@@ -281,13 +281,7 @@ def render_acl_file(users: Mapping[str, str]) -> str:
     Raises:
         ValueError: a user name redis or this charm would not take.
     """
-    lines = []
-    for name in sorted(users):
-        if name != LEGACY_USER and not _USER_NAME.match(name):
-            raise ValueError(f"not an ACL user name: {name!r}")
-        if "\n" in users[name]:
-            raise ValueError(f"ACL rules of {name} span lines")
-        lines.append(f"user {name} {users[name]}")
+    lines = _user_lines(users)
     if LEGACY_USER not in users:
         lines.insert(0, f"user {LEGACY_USER} off resetpass -@all")
     return _text(lines)
@@ -493,9 +487,14 @@ def rewrite_sentinel_auth(
 def _sentinel_user_lines(users: Mapping[str, str]) -> list[str]:
     if SENTINEL_ADMIN_USER not in users:
         raise ValueError("sentinel's users must define default (it would be left open)")
+    return _user_lines(users)
+
+
+def _user_lines(users: Mapping[str, str]) -> list[str]:
+    """``user <name> <rule>`` lines, sorted; ``default`` is always a valid name."""
     lines = []
     for name in sorted(users):
-        if name != SENTINEL_ADMIN_USER and not _USER_NAME.match(name):
+        if name != "default" and not _USER_NAME.match(name):
             raise ValueError(f"not an ACL user name: {name!r}")
         if "\n" in users[name]:
             raise ValueError(f"ACL rules of {name} span lines")

@@ -174,6 +174,20 @@ class Cluster:
                     return False
         return True
 
+    def fail_over(self, sentinel_password: str = PASSWORDS.sentinel) -> None:
+        """``SENTINEL FAILOVER``; wait until another unit is primary and the old one follows."""
+        with self.units[2].sentinel(sentinel_password) as sentinel:
+            sentinel.failover(MASTER)
+
+        def moved() -> bool:
+            with self.units[2].sentinel(sentinel_password) as sentinel:
+                address = sentinel.primary_address(MASTER)
+            return address is not None and address[0] != self.primary.address
+
+        wait_until(moved, "sentinel to fail over", timeout=15)
+        with self.primary.admin() as admin:
+            wait_until(lambda: admin.replication().role == "slave", "old primary to follow", 15)
+
     def reload_acl_everywhere(self) -> None:
         """What every unit's hook does when the users change: rewrite, then ``ACL LOAD``."""
         for unit in self.units:
@@ -248,17 +262,7 @@ def test_sentinels_authenticate_as_the_sentinel_user_and_can_fail_over(cluster) 
         "sentinels to see the primary, its replicas and each other",
         timeout=15,
     )
-    with cluster.units[2].sentinel() as sentinel:
-        sentinel.failover(MASTER)  # SLAVEOF, CONFIG REWRITE, CLIENT KILL... as the sentinel user
-
-    def moved() -> bool:
-        with cluster.units[2].sentinel() as sentinel:
-            address = sentinel.primary_address(MASTER)
-        return address is not None and address[0] != cluster.primary.address
-
-    wait_until(moved, "sentinel to fail over", timeout=15)
-    with cluster.primary.admin() as admin:
-        wait_until(lambda: admin.replication().role == "slave", "old primary to follow", 15)
+    cluster.fail_over()  # SLAVEOF, CONFIG REWRITE, CLIENT KILL... as the sentinel user
 
 
 def test_a_client_user_is_held_to_its_prefix_and_rejected_once_removed(cluster) -> None:
@@ -397,17 +401,7 @@ def test_rotating_the_sentinel_password_at_run_time_survives_a_restart_and_a_fai
         wait_until(lambda u=unit: accepts(u, new), "sentinels to come back", timeout=15)
         assert not accepts(unit, old)
     wait_until(lambda: cluster.sentinels_settled(new), "sentinels to settle again", timeout=20)
-    with cluster.units[2].sentinel(new) as sentinel:
-        sentinel.failover(MASTER)
-
-    def moved() -> bool:
-        with cluster.units[2].sentinel(new) as sentinel:
-            address = sentinel.primary_address(MASTER)
-        return address is not None and address[0] != cluster.primary.address
-
-    wait_until(moved, "sentinel to fail over with the new password", timeout=15)
-    with cluster.primary.admin() as admin:
-        wait_until(lambda: admin.replication().role == "slave", "old primary to follow", 15)
+    cluster.fail_over(new)
 
 
 def test_a_client_user_on_sentinel_discovers_the_primary_and_nothing_more(cluster) -> None:
