@@ -53,6 +53,7 @@ from workload.config import (
     FENCE_PRIMARY,
     LEGACY_CLIENT_RULES,
     LEGACY_USER,
+    RDB_SAVE_SCHEDULE,
     REPLICATION_RULES,
     REPLICATION_USER,
     SENTINEL_ADMIN_RULES,
@@ -683,6 +684,7 @@ class Workload:
             "maxmemory": str(config.maxmemory_bytes),
             "maxmemory-policy": config.maxmemory_policy,
             "appendonly": "yes" if config.persistence in ("aof", "aof+rdb") else "no",
+            "save": RDB_SAVE_SCHEDULE if config.persistence in ("rdb", "aof+rdb") else "",
         }
         if self.passwords is not None:  # a rotation switches replicas to the new password
             live["masterauth"] = self.passwords.replication

@@ -29,7 +29,7 @@ from machine import journal
 from machine.types import ClusterFacts, ClusterState, UnitFacts, UnitState
 from tests.state.fake_workload import FakeNetwork, FakeSentinel, monitored
 from workload import layers
-from workload.config import password_hash
+from workload.config import RDB_SAVE_SCHEDULE, password_hash
 from workload.workload import (
     ACL_FILE,
     CONFIG_DIR,
@@ -265,6 +265,22 @@ def test_a_bad_value_on_a_running_primary_restarts_nothing_and_a_fix_is_applied_
     assert net.redis[OWN].config["maxmemory"] == str(64 * 1024**2)
     assert "maxmemory 67108864" in (tmp_path / "redis" / REDIS_CONF.lstrip("/")).read_text()
     assert not isinstance(state.unit_status, ops.BlockedStatus)
+
+
+@pytest.mark.parametrize(
+    ("persistence", "appendonly", "save"),
+    [("none", "no", ""), ("rdb", "no", RDB_SAVE_SCHEDULE), ("aof+rdb", "yes", RDB_SAVE_SCHEDULE)],
+)
+def test_persistence_changed_on_a_running_primary_applies_at_once(
+    ctx, net, tmp_path, persistence, appendonly, save
+) -> None:
+    state = run_hooks(ctx, net, tmp_path, fresh_state(tmp_path), [start, update_status])
+    state = ctx.run(
+        ctx.on.config_changed(), dataclasses.replace(state, config={"persistence": persistence})
+    )
+    live = net.redis[OWN].config
+    assert (live["appendonly"], live["save"]) == (appendonly, save)  # not only at the next start
+    assert f'save "{save}"' in (tmp_path / "redis" / REDIS_CONF.lstrip("/")).read_text()
 
 
 def test_persistence_none_makes_pebble_leave_a_dead_redis_down(ctx, net, tmp_path) -> None:
