@@ -435,15 +435,12 @@ class Workload:
     def _sentinel_file_with_auth(self, text: str) -> str:
         """A stopped sentinel's file with the users and passwords in use now."""
         assert self.passwords is not None
-        current = read_sentinel_auth(text)
-        only = None if self.client_users is not None else [SENTINEL_ADMIN_USER]
         users = self.sentinel_users()
-        # Client users that cannot be read this hook are kept as the file has them.
-        kept = [u for u in current.users if u != SENTINEL_ADMIN_USER] if only else []
-        for line in text.splitlines():
-            words = line.split()
-            if len(words) > 2 and words[0] == "user" and words[1] in kept:
-                users[words[1]] = " ".join(words[2:])
+        if self.client_users is None:  # unknown this hook: kept as the file has them
+            for line in text.splitlines():
+                words = line.split()
+                if len(words) > 2 and words[0] == "user" and words[1] != SENTINEL_ADMIN_USER:
+                    users[words[1]] = " ".join(words[2:])
         return rewrite_sentinel_auth(
             text,
             users=users,

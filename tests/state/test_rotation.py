@@ -12,7 +12,7 @@ from ops import testing
 
 from charm import ROTATION_KEY, SECRET_ID_KEY, passwords_in_use, promoted
 from machine import records, rotation
-from tests.state.test_charm import APP, OWN, lone_primary, peers_of
+from tests.state.test_charm import APP, OWN, containers, lone_primary, peers_of
 from workload.config import ADMIN_USER, SENTINEL_USER, password_hash, read_sentinel_auth
 from workload.workload import ACL_FILE, SENTINEL_CONF
 
@@ -255,3 +255,28 @@ def test_a_foreign_secret_revision_is_left_alone(ctx, net, tmp_path):
         dataclasses.replace(state, secrets={*state.secrets, other}),
     )
     assert ctx.removed_secret_revisions == []
+
+
+def test_a_sentinel_restarted_mid_rotation_comes_back_with_the_phases_passwords(
+    ctx, net, tmp_path
+):
+    """Its pod restarted while the rotation moved on: its file is brought to the phase first."""
+    state = lone_primary(ctx, net, tmp_path)
+    old = content_of(internal_secret(state))["sentinel-password"]
+    state = ctx.run(ctx.on.action("rotate-passwords", params={"users": "sentinel"}), state)
+    new = content_of(internal_secret(state))["sentinel-password-next"]
+    assert phase(state) == "switching"
+    _, _, sent_before, _ = sentinel_view(tmp_path)
+    assert sent_before == old  # this unit has not switched yet
+    # The sentinel container restarts: its file (on the storage) stays, nothing runs.
+    restarted = next(c for c in containers(tmp_path) if c.name == "sentinel")
+    others = {c for c in state.containers if c.name != "sentinel"}
+    state = dataclasses.replace(state, containers=others | {restarted})
+    del net.sentinels[OWN]
+    state = ctx.run(ctx.on.update_status(), state)
+    both = sorted([password_hash(old), password_hash(new)])
+    on_redis, on_sentinel, sent, auth_pass = sentinel_view(tmp_path)
+    assert (on_redis, on_sentinel, sent) == (both, both, new)
+    assert set(auth_pass.values()) == {new}
+    plan = state.get_container("sentinel").plan
+    assert plan.services, "sentinel started again"
