@@ -206,6 +206,7 @@ class RedisK8sCharm(ops.CharmBase):
                 # the wave would wait for an unrelated event. It looks again now, as
                 # a peer's relation-changed would make it look.
                 event, about = Event.PEER_RELATION_CHANGED, me
+        workload.watch_sync(unit_journal.current.state is UnitState.SYNCING)
         if kind not in (Event.STOP, Event.REMOVE, Event.STORAGE_DETACHING):
             cluster = cluster_journal.current
             self.serve_clients(peers, clients, workload, cluster, addressing, passwords, reports)

@@ -753,8 +753,7 @@ class Agent:
             previous = unit.check_status.get(key, pebble.CheckStatus.UP.value)
             current = check.status.value
             unit.check_status[key] = current
-            if previous != current and current in ("up", "down"):
-                kind = "failed" if current == "down" else "recovered"
+            if kind := check_event(previous, current):
                 env = {"JUJU_WORKLOAD_NAME": container, "JUJU_PEBBLE_CHECK_NAME": check.name}
                 events.append((f"{container}-pebble-check-{kind}", env))
         if events:
@@ -821,3 +820,18 @@ def _unit_facts(databag: dict[str, str]) -> dict[str, str]:
     except (json.JSONDecodeError, AttributeError):
         return {}
     return {"state": str(current.get("state", "")), "role": str(current.get("role", "unknown"))}
+
+
+def check_event(previous: str, current: str) -> str | None:
+    """The Juju event a check's status change makes: ``failed``, ``recovered`` or none.
+
+    Juju follows the checks' changes: failed when a perform-check change errors
+    (the check goes down, from up or from stopped), recovered when a
+    recover-check change is done (down -> up). A stopped check started again
+    (inactive -> up) and a check stopped (-> inactive) make none.
+    """
+    if current == "down" and previous != "down":
+        return "failed"
+    if (previous, current) == ("down", "up"):
+        return "recovered"
+    return None

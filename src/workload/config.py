@@ -83,7 +83,8 @@ LEGACY_USER = "default"
 """The user of clients that send ``AUTH <password>`` only: the legacy ``redis`` relation."""
 
 ADMIN_RULES = "~* &* +@all"
-REPLICATION_RULES = "resetchannels -@all +psync +replconf +ping"
+REPLICATION_RULES = "resetchannels -@all +psync +replconf +ping +role"
+"""Syncing, and ``ROLE`` for the redis container's sync-done check (``workload.layers``)."""
 SENTINEL_RULES = (
     "resetchannels &__sentinel__:hello -@all +client +subscribe +publish +ping +info"
     " +multi +exec +slaveof +replicaof +config +role +script|kill"

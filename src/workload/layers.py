@@ -47,6 +47,8 @@ from collections.abc import Mapping
 
 from ops.pebble import CheckDict, LayerDict, ServiceDict
 
+from workload.config import REPLICATION_USER
+
 REDIS_SERVICE = "redis"
 """The Pebble service (and layer label) running redis-server in the redis container."""
 
@@ -58,6 +60,17 @@ REDIS_CHECK = "redis-ping"
 
 SENTINEL_CHECK = "sentinel-ping"
 """The sentinel container's check: redis-sentinel answers ``PING``."""
+
+SYNC_DONE_CHECK = "redis-sync-done"
+"""The redis container's check that *fails* once a syncing replica has caught up.
+
+``startup: disabled``: the charm starts it when a hook ends with the unit still
+syncing (a large dataset takes longer than the hook waits) and stops it once the
+unit is a replica. Its failure is the point: Juju turns it into
+``pebble-check-failed``, so the charm observes the finished sync and the status
+says so at once, not at the next update-status. Measured with Pebble v1.26.0:
+re-adding the same layer or a replan neither starts nor restarts such a check.
+"""
 
 PRIMARY_SWITCH_NOTICE = "redis-k8s.charm.juju.is/primary-switch"
 """The custom notice key raised on every Sentinel switch.
@@ -93,6 +106,7 @@ def redis_layer(
     check_period_s: int = DEFAULT_CHECK_PERIOD_S,
     check_timeout_s: int = DEFAULT_CHECK_TIMEOUT_S,
     check_threshold: int = DEFAULT_CHECK_THRESHOLD,
+    probe_password_file: str | None = None,
 ) -> LayerDict:
     """The redis container's layer: the ``redis`` service and its ``PING`` check.
 
@@ -111,6 +125,8 @@ def redis_layer(
         check_period_s: how often the check pings.
         check_timeout_s: how long one ping may take, at least 2 s (redis-cli gets 1 s less).
         check_threshold: consecutive failures before the check is down.
+        probe_password_file: the ``replication`` user's password, for the
+            ``SYNC_DONE_CHECK`` (none without it).
 
     The default check (every 5 s, 3 s timeout, 3 failures) marks a frozen redis
     down 12 to 17 s after it froze (the next tick, two more periods, then the
@@ -120,7 +136,7 @@ def redis_layer(
     that its own process stopped answering. A 2 s ping with three strikes rides
     out the stalls a busy redis has (a fork for BGSAVE, an fsync).
     """
-    return _layer(
+    layer = _layer(
         summary="redis-server, supervised for the redis-k8s charm",
         service=REDIS_SERVICE,
         program="redis-server",
@@ -134,6 +150,37 @@ def redis_layer(
             REDIS_SERVICE, host, port, check_period_s, check_timeout_s, check_threshold
         ),
     )
+    if probe_password_file is not None:
+        layer["checks"][SYNC_DONE_CHECK] = _sync_done_check(host, port, probe_password_file)
+    return layer
+
+
+def _sync_done_check(host: str, port: int, password_file: str) -> CheckDict:
+    """Fails (``exit 1``) once redis is a replica whose link is ``connected``, or a primary.
+
+    ``ROLE`` as the ``replication`` user, whose password is read from
+    ``password_file`` into ``REDISCLI_AUTH`` inside the shell: never in argv, the
+    layer or Pebble's environment. Any other answer, or none, passes: the ``PING``
+    check tells a dead redis, this one only that a sync is over.
+    """
+    role = shlex.join(
+        ["redis-cli", "--no-auth-warning", "--user", REPLICATION_USER]
+        + ["-h", host, "-p", str(port), "ROLE"]
+    )
+    script = (
+        f"REDISCLI_AUTH=$(cat {shlex.quote(password_file)}) || exit 0; export REDISCLI_AUTH; "
+        f"role=$(timeout 1 {role} 2>&1); "
+        'case "$role" in master*|slave*connected*) echo "sync done: $role" | head -n 1; '
+        "exit 1;; esac; exit 0"
+    )
+    return {
+        "override": "replace",
+        "startup": "disabled",
+        "period": "1s",
+        "timeout": "2s",
+        "threshold": 1,
+        "exec": {"command": shlex.join(["sh", "-c", script]), "service-context": REDIS_SERVICE},
+    }
 
 
 def sentinel_layer(

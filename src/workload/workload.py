@@ -95,6 +95,8 @@ the charm only at the next update-status.
 CONFIG_DIR = "/etc/redis-k8s"
 REDIS_CONF = f"{CONFIG_DIR}/redis.conf"
 REDIS_SECRETS = f"{CONFIG_DIR}/secrets.conf"
+REPLICATION_PASSWORD_FILE = f"{CONFIG_DIR}/replication-password"
+"""The ``replication`` user's password, read by the sync-done check (``layers``)."""
 ACL_FILE = f"{CONFIG_DIR}/users.acl"
 """Every redis user, internal and client, as password hashes; reloaded with ``ACL LOAD``."""
 DATA_DIR = "/var/lib/redis/data"
@@ -356,8 +358,8 @@ class Workload:
     def _await_link(self, client: admin.RedisAdmin) -> None:
         """Give a new replica a moment to sync, so this hook can already report it synced.
 
-        Nothing raises an event when a sync ends; a small data set syncs in well
-        under ``SYNC_WAIT_S``, a large one is reported at the next event.
+        A small data set syncs in well under ``SYNC_WAIT_S``; a longer sync is
+        reported when ``layers.SYNC_DONE_CHECK`` fails (``watch_sync``).
         """
         deadline = time.monotonic() + SYNC_WAIT_S
         while time.monotonic() < deadline:
@@ -374,7 +376,25 @@ class Workload:
             restart_on_failure=persistence != "none",
             user=SERVICE_USER,
             group=SERVICE_USER,
+            probe_password_file=REPLICATION_PASSWORD_FILE,
         )
+
+    def watch_sync(self, syncing: bool) -> None:
+        """Run ``layers.SYNC_DONE_CHECK`` while this unit syncs, and only then.
+
+        The check fails when the sync is over, which Juju turns into a hook: the
+        status then says so without waiting for update-status.
+        """
+        if not self.redis.can_connect():
+            return
+        checks = self.redis.get_checks(layers.SYNC_DONE_CHECK)
+        if layers.SYNC_DONE_CHECK not in checks:
+            return  # not in the plan yet
+        running = checks[layers.SYNC_DONE_CHECK].status != ops.pebble.CheckStatus.INACTIVE
+        if syncing and not running:
+            self.redis.start_checks(layers.SYNC_DONE_CHECK)
+        elif running and not syncing:
+            self.redis.stop_checks(layers.SYNC_DONE_CHECK)
 
     def _write_redis_files(self, *, replica_of: tuple[str, int] | None, fenced: bool) -> bool:
         """Write redis.conf and its secrets; False when they cannot be rendered now."""
@@ -401,6 +421,7 @@ class Workload:
         if self.client_users is not None or not self.redis.exists(ACL_FILE):
             self.acl_changed |= self._push_if_changed(self.redis, ACL_FILE, self.acl_text())
         self._push_if_changed(self.redis, REDIS_SECRETS, secrets)
+        self._push_if_changed(self.redis, REPLICATION_PASSWORD_FILE, self.passwords.replication)
         self._push_if_changed(self.redis, REDIS_CONF, conf)
         return True
 

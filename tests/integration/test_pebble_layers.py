@@ -49,6 +49,7 @@ from workload.layers import (
     REDIS_SERVICE,
     SENTINEL_CHECK,
     SENTINEL_SERVICE,
+    SYNC_DONE_CHECK,
     PrimarySwitch,
     primary_switch_script,
     redis_layer,
@@ -336,6 +337,7 @@ def run_redis(
     restart_on_failure: bool = True,
     replica_of: Unit | None = None,
     check: CheckTimings = FAST_CHECK,
+    probe_password_file: Path | None = None,
 ) -> int:
     """Write the unit's redis files and run its layer in ``box``; return redis' pid."""
     secrets = unit.root / "redis-secrets.conf"
@@ -359,6 +361,7 @@ def run_redis(
         restart_on_failure=restart_on_failure,
         host=unit.address,
         port=unit.redis_port,
+        probe_password_file=None if probe_password_file is None else str(probe_password_file),
         **check,
     )
     box.apply(layer, REDIS_SERVICE)
@@ -503,6 +506,43 @@ def test_frozen_server_fails_its_check_without_a_restart(tmp_path, start_pebble,
         os.kill(pid, signal.SIGCONT)
     wait_until(lambda: check_is(box, check, pebble.CheckStatus.UP), f"{check} to recover")
     assert box.check(check).failures == 0
+
+
+def test_the_sync_done_check_fails_once_a_replica_has_synced_and_not_before(
+    tmp_path, start_pebble
+):
+    """Stopped until started; passes while the replica cannot sync; fails once it has.
+
+    The replication password (spaces, quotes, a backslash) reaches redis-cli from
+    its file, inside the check's shell: it is in no argv and not in the plan.
+    """
+    primary, replica = Unit("127.0.2.5", tmp_path / "p"), Unit("127.0.2.6", tmp_path / "r")
+    password_file = tmp_path / "replication-password"
+    write_private(password_file, REPLICATION_PASSWORD)
+    primary_pid = run_redis(start_pebble("primary"), primary)
+    primary.client().set("k", "v")
+    box = start_pebble("replica")
+    os.kill(primary_pid, signal.SIGSTOP)  # the replica cannot sync until the thaw
+    try:
+        run_redis(box, replica, replica_of=primary, probe_password_file=password_file)
+        assert box.check(SYNC_DONE_CHECK).status == pebble.CheckStatus.INACTIVE  # disabled
+        box.client.start_checks([SYNC_DONE_CHECK])
+        wait_until(lambda: box.check(SYNC_DONE_CHECK).successes >= 3, "three passes", 15)
+        assert box.check(SYNC_DONE_CHECK).status == pebble.CheckStatus.UP
+        plan = box.client.get_plan().to_yaml()
+        argvs = [" ".join(argv) for _, argv in processes().values()]
+        assert REPLICATION_PASSWORD not in plan
+        assert not [a for a in argvs if REPLICATION_PASSWORD in a]
+    finally:
+        os.kill(primary_pid, signal.SIGCONT)
+    done = wait_until(
+        lambda: check_is(box, SYNC_DONE_CHECK, pebble.CheckStatus.DOWN), "the sync to end", 20
+    )
+    assert info_replication(replica)["master_link_status"] == "up"
+    assert replica.client().get("k") == b"v"
+    assert done.failures >= 1
+    box.client.stop_checks([SYNC_DONE_CHECK])
+    assert box.check(SYNC_DONE_CHECK).status == pebble.CheckStatus.INACTIVE
 
 
 def test_default_check_detects_a_frozen_redis(tmp_path, start_pebble):

@@ -314,6 +314,30 @@ def test_a_sentinel_notice_of_a_new_primary_makes_the_old_one_replicate_from_it(
     assert (OWN, "REPLICAOF", "redis-k8s-2.redis-k8s-endpoints", "6379") in net.commands
     facts = unit_facts(state)
     assert facts.state is UnitState.SYNCING and facts.following == "redis-k8s/2"
+    # Still syncing when the hook ends: the sync-done check runs, to wake the charm.
+    assert sync_check(state) == ops.pebble.CheckStatus.UP
+    redis_dir = tmp_path / "redis" / CONFIG_DIR.lstrip("/")
+    assert (redis_dir / "replication-password").read_text() in content_of_secret(state)
+
+    net.redis[OWN].link_up = True  # the sync is over: the check failed, Juju says so
+    check = next(c for c in state.get_container("redis").check_infos if c.name == SYNC_CHECK)
+    state = ctx.run(ctx.on.pebble_check_failed(state.get_container("redis"), check), state)
+    assert unit_facts(state).state is UnitState.REPLICA
+    assert state.unit_status == ops.ActiveStatus("replica of redis-k8s/2")
+    assert sync_check(state) == ops.pebble.CheckStatus.INACTIVE  # stopped until the next sync
+
+
+SYNC_CHECK = layers.SYNC_DONE_CHECK
+
+
+def sync_check(state: testing.State) -> ops.pebble.CheckStatus:
+    infos = state.get_container("redis").check_infos
+    return next(c.status for c in infos if c.name == SYNC_CHECK)
+
+
+def content_of_secret(state: testing.State) -> list[str]:
+    secret = next(iter(state.secrets))
+    return list((secret.latest_content or secret.tracked_content).values())
 
 
 # --------------------------------------------------------------- the action

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from redis_k8s_local import hooktool
 from redis_k8s_local import store as st
-from redis_k8s_local.agent import PEER, PEER_RELATION_ID, Agent, Unit
+from redis_k8s_local.agent import PEER, PEER_RELATION_ID, Agent, Unit, check_event
 from redis_k8s_local.pods import pod_spec
 
 APP = "redis-k8s"
@@ -101,3 +101,20 @@ def test_units_removed_together_are_all_dying_in_goal_state_before_any_of_their_
     assert hooktool.main(["goal-state", "--format=json"], env) == 0
     goals = json.loads(capsys.readouterr().out)["units"]
     assert {unit: goal["status"] for unit, goal in goals.items()} == dict.fromkeys(OURS, "dying")
+
+
+@pytest.mark.parametrize(
+    ("previous", "current", "event"),
+    [
+        ("up", "down", "failed"),
+        ("inactive", "down", "failed"),  # started, and failed before the agent looked
+        ("down", "up", "recovered"),
+        ("inactive", "up", None),  # a stopped check started again: no change errored
+        ("up", "inactive", None),
+        ("down", "inactive", None),
+        ("down", "down", None),
+        ("up", "up", None),
+    ],
+)
+def test_check_status_changes_make_the_events_juju_makes(previous, current, event):
+    assert check_event(previous, current) == event
