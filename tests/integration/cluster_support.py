@@ -116,7 +116,19 @@ def wait_for(what: str, check: Callable[[], T | None], timeout: float = 60) -> T
         if value:
             return value
         time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+    raise AssertionError(
+        f"timed out after {timeout} s waiting for {what} (last: {last!r}); {statuses_now()}"
+    )
+
+
+def statuses_now() -> str:
+    """What `juju status` would say now, for a failure message (the cluster's logs go with it)."""
+    try:
+        now = status()
+    except (AssertionError, OSError, ValueError, subprocess.SubprocessError) as error:
+        return f"no status ({type(error).__name__})"
+    units = "; ".join(f"{u['name']}: {u.get('message', '')}" for u in now["units"])
+    return f"app: {now['app'].get('message', '')}; units: {units}"
 
 
 def password(which: str = "admin") -> str:
