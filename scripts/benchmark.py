@@ -180,6 +180,14 @@ def switch_announced(observer: dict) -> Callable[[], bool]:
     return announced
 
 
+def named_primary(observer: dict, name: str) -> tuple[str, int]:
+    """Where ``observer``'s sentinel says the primary is (what clients ask)."""
+    host, port = support.sentinel_of(observer).execute_command(
+        "SENTINEL", "GET-MASTER-ADDR-BY-NAME", name
+    )
+    return host, int(port)
+
+
 def charm_failovers(trials: int) -> tuple[list[float], list[float], list[float]]:
     """Freeze the primary: time to a write on the new one; Sentinel's switch to the record.
 
@@ -200,17 +208,12 @@ def charm_failovers(trials: int) -> tuple[list[float], list[float], list[float]]
         frozen_at = time.monotonic()
 
         def named_elsewhere(observer=observer, old=old, name=name) -> bool:
-            host, _ = support.sentinel_of(observer).execute_command(
-                "SENTINEL", "GET-MASTER-ADDR-BY-NAME", name
-            )
-            return host != old["hostname"]
+            return named_primary(observer, name)[0] != old["hostname"]
 
         def new_primary_writes(observer=observer, old=old, admin=admin, name=name) -> bool:
-            host, port = support.sentinel_of(observer).execute_command(
-                "SENTINEL", "GET-MASTER-ADDR-BY-NAME", name
-            )
+            host, port = named_primary(observer, name)
             client = redis.Redis(
-                host, int(port), username=ADMIN_USER, password=admin, socket_timeout=0.5
+                host, port, username=ADMIN_USER, password=admin, socket_timeout=0.5
             )
             return host != old["hostname"] and bool(client.set("benchmark", 1))
 

@@ -156,9 +156,13 @@ class RedisK8sCharm(ops.CharmBase):
         addressing = Addressing(self.app.name, own_host=self.bind_address())
         clients = ClientRelations(self, peers)
         workload = Workload(
-            self.unit, addressing, config, passwords, client_users=clients.acl_users()
+            self.unit,
+            addressing,
+            config,
+            passwords,
+            client_users=clients.acl_users(),
+            leaving=self.dying_units,
         )
-        workload.leaving = self.dying_units
         unit_journal = self.load(journal.load_unit, peers.data[self.unit].get(UNIT_JOURNAL_KEY))
         cluster_journal = self.load(
             journal.load_cluster, peers.data[self.app].get(CLUSTER_JOURNAL_KEY)

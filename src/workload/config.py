@@ -398,12 +398,14 @@ class SentinelAuth:
         sentinel_pass: the password it sends to the other sentinels.
         auth_pass: the password it sends to each monitored primary, by name.
         requirepass: whether a ``requirepass`` line is left (the pre-ACL layout).
+        rules: each user's rule as the file has it (after ``user <name>``).
     """
 
     users: Mapping[str, frozenset[str]]
     sentinel_pass: str | None
     auth_pass: Mapping[str, str]
     requirepass: bool
+    rules: Mapping[str, str]
 
     def __repr__(self) -> str:
         """Never show a password."""
@@ -412,7 +414,7 @@ class SentinelAuth:
 
 def read_sentinel_auth(text: str) -> SentinelAuth:
     """Parse the authentication lines of a sentinel.conf, as rendered or as rewritten."""
-    users: dict[str, frozenset[str]] = {}
+    rules: dict[str, str] = {}
     sentinel_pass = None
     auth_pass: dict[str, str] = {}
     requirepass = False
@@ -420,14 +422,15 @@ def read_sentinel_auth(text: str) -> SentinelAuth:
         words = line.split()
         match words:
             case ["user", name, *rule]:
-                users[name] = rule_hashes(" ".join(rule))
+                rules[name] = " ".join(rule)
             case ["requirepass", *_]:
                 requirepass = True
             case ["sentinel", "sentinel-pass", password]:
                 sentinel_pass = _unquoted(password)
             case ["sentinel", "auth-pass", name, password]:
                 auth_pass[name] = _unquoted(password)
-    return SentinelAuth(users, sentinel_pass, auth_pass, requirepass)
+    users = {name: rule_hashes(rule) for name, rule in rules.items()}
+    return SentinelAuth(users, sentinel_pass, auth_pass, requirepass, rules)
 
 
 def sentinel_user_changes(

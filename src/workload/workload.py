@@ -60,6 +60,7 @@ from workload.config import (
     SENTINEL_ADMIN_USER,
     SENTINEL_RULES,
     CharmConfig,
+    SentinelAuth,
     acl_rule,
     read_sentinel_auth,
     render_acl_file,
@@ -181,12 +182,15 @@ class Workload:
         redis_admin: Callable[..., admin.RedisAdmin] | None = None,
         sentinel_admin: Callable[..., admin.SentinelAdmin] | None = None,
         client_users: Mapping[str, str] | None = None,
+        leaving: Callable[[], Collection[str]] = tuple,
     ) -> None:
         """``config`` is None when the operator's config is invalid: nothing is re-rendered.
 
         ``client_users`` are the client relations' users (name -> ACL rule text, with
         password hashes only), which every unit holds: redis does not replicate ACLs.
         None means they could not be read in this hook: the ACL file is kept.
+        ``leaving`` tells the units Juju is removing (``goal-state``); it is asked
+        only when this unit hands over.
         """
         self.unit = unit
         self.client_users = None if client_users is None else dict(client_users)
@@ -206,8 +210,7 @@ class Workload:
         """The ACL file was rewritten in this hook: a running redis must ``ACL LOAD`` it."""
         self.problems: list[str] = []
         """What could not be done in this hook, for the status and the log."""
-        self.leaving: Callable[[], Collection[str]] = tuple
-        """The units Juju is removing (``goal-state``), asked only when handing over."""
+        self.leaving = leaving
 
     # ------------------------------------------------------------ clients
 
@@ -446,27 +449,24 @@ class Workload:
                 users[name] = sentinel_client_rule(rule)
         return users
 
-    def _sentinel_auth_passwords(self, text: str) -> dict[str, str]:
-        """``auth-pass`` per monitored name of this application, in a sentinel file."""
+    def _sentinel_auth_passwords(self, current: SentinelAuth) -> dict[str, str]:
+        """``auth-pass`` per monitored name of this application in a sentinel file."""
         assert self.passwords is not None
-        names = read_sentinel_auth(text).auth_pass
         app = self.addressing.app
+        names = current.auth_pass
         return {n: self.passwords.sentinel for n in names if generation_of(app, n) is not None}
 
-    def _sentinel_file_with_auth(self, text: str) -> str:
-        """A stopped sentinel's file with the users and passwords in use now."""
+    def _sentinel_file_with_auth(self, text: str, current: SentinelAuth) -> str:
+        """A stopped sentinel's file (``text``, read as ``current``) with today's passwords."""
         assert self.passwords is not None
         users = self.sentinel_users()
         if self.client_users is None:  # unknown this hook: kept as the file has them
-            for line in text.splitlines():
-                words = line.split()
-                if len(words) > 2 and words[0] == "user" and words[1] != SENTINEL_ADMIN_USER:
-                    users[words[1]] = " ".join(words[2:])
+            users = dict(current.rules) | users
         return rewrite_sentinel_auth(
             text,
             users=users,
             sentinel_password=self.passwords.sentinel,
-            auth_passwords=self._sentinel_auth_passwords(text),
+            auth_passwords=self._sentinel_auth_passwords(current),
         )
 
     def _reconcile_sentinel_auth(self, running: bool) -> None:
@@ -485,7 +485,7 @@ class Workload:
         to_set, to_delete = sentinel_user_changes(current, self.sentinel_users(), only=only)
         auth_pass = {
             name: password
-            for name, password in self._sentinel_auth_passwords(text).items()
+            for name, password in self._sentinel_auth_passwords(current).items()
             if current.auth_pass.get(name) != password
         }
         sentinel_pass = self.passwords.sentinel
@@ -495,7 +495,7 @@ class Workload:
         if not running:
             self.sentinel.push(
                 SENTINEL_CONF,
-                self._sentinel_file_with_auth(text),
+                self._sentinel_file_with_auth(text, current),
                 permissions=0o600,
                 user=SENTINEL_USER,
                 group=SENTINEL_USER,
@@ -617,7 +617,10 @@ class Workload:
         wanted = f"bind {self.addressing.own_host}\n"
         rebound = [wanted if line.startswith("bind ") else line for line in lines]
         if self.passwords is not None:
-            rebound = self._sentinel_file_with_auth("".join(rebound)).splitlines(keepends=True)
+            text = "".join(rebound)
+            rebound = self._sentinel_file_with_auth(text, read_sentinel_auth(text)).splitlines(
+                keepends=True
+            )
         if rebound != lines:
             self.sentinel.push(
                 SENTINEL_CONF,
