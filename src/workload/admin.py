@@ -171,6 +171,10 @@ class SentinelReplica:
     master_link_ok: bool
     offset: int
     priority: int
+    role_reported: str = "slave"
+    """The role the replica reported in the ``INFO`` Sentinel last read from it."""
+    role_reported_ms_ago: int = 0
+    """How long ago Sentinel first saw it report that role."""
 
     @property
     def link_ok(self) -> bool:
@@ -613,6 +617,7 @@ def planned_switchover(
     priority_s: float = 3.0,
     max_candidates: int = 2,
     avoid: Collection[str] = (),
+    peer_sentinels: Sequence[SentinelAdmin] = (),
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> str:
@@ -626,12 +631,14 @@ def planned_switchover(
        the synced replica with the highest offset.
     2. Before holding any write, leave Sentinel only the target to promote:
        ``replica-priority`` 1 on the target and 0 ("never") on the other replicas,
-       then wait (at most ``priority_s``) until this Sentinel reports exactly that.
-       Sentinel picks from its cached ``INFO`` of each replica, refreshed every 10 s,
-       so without the wait it promotes by a stale priority and offset; its INFO period
-       is lowered to 100 ms meanwhile. A merely higher priority on the others would
-       not do: Sentinel falls back to them whenever the target looks ineligible for a
-       moment, and they may lag behind.
+       then wait (at most ``priority_s``) until this Sentinel reports exactly that,
+       and until every one of ``peer_sentinels`` has seen the target report itself a
+       replica (one still seeing the master it once was would demote it again once
+       promoted). Sentinel picks from its cached ``INFO`` of each replica, refreshed
+       every 10 s, so without the wait it promotes by a stale priority and offset;
+       every sentinel's INFO period is lowered to 100 ms meanwhile. A merely higher
+       priority on the others would not do: Sentinel falls back to them whenever the
+       target looks ineligible for a moment, and they may lag behind.
     3. Stop the primary's replication PINGs (``repl-ping-replica-period``) and hold
        its writes (``CLIENT PAUSE WRITE`` for ``pause_ms``). The PING is the one thing
        a write-paused primary still adds to its stream, every 10 s: one that lands
@@ -646,7 +653,7 @@ def planned_switchover(
        would demote (and lose them with) seconds later. This is done even when the
        wait of step 5 ran out: a failover Sentinel accepted cannot be called back.
     7. In every outcome: release the writes, restore the PING period, the
-       priorities and the Sentinel's INFO period.
+       priorities and the sentinels' INFO periods.
 
     Every wait from step 3 on ends before the pause would expire by itself, so an
     attempt takes at most ``priority_s + pause_ms / 1000``, plus a few command
@@ -669,7 +676,9 @@ def planned_switchover(
     tried: set[str] = set()
     avoided = set(avoid)
     while True:
-        switchover = _Switchover(primary, sentinel, master_name, replicas, clock, sleep)
+        switchover = _Switchover(
+            primary, sentinel, master_name, replicas, peer_sentinels, clock, sleep
+        )
         started = clock()
         try:
             outcome = switchover.run(
@@ -708,6 +717,7 @@ class _Switchover:
         sentinel: SentinelAdmin,
         master_name: str,
         replicas: Mapping[str, RedisAdmin],
+        peer_sentinels: Sequence[SentinelAdmin],
         clock: Callable[[], float],
         sleep: Callable[[float], None],
     ) -> None:
@@ -715,10 +725,11 @@ class _Switchover:
         self.sentinel = sentinel
         self.master_name = master_name
         self.replicas = replicas
+        self.peer_sentinels = peer_sentinels
         self.clock = clock
         self.sleep = sleep
         self.saved_priorities: dict[str, str] = {}
-        self.saved_info_period_ms: int | None = None
+        self.saved_info_periods_ms: list[tuple[SentinelAdmin, int]] = []
         self.saved_ping_period: str | None = None
         self.paused_at: float | None = None
         self.chosen: ReplicaLink | None = None
@@ -778,26 +789,64 @@ class _Switchover:
         return link
 
     def prefer_only(self, chosen: ReplicaLink, within_s: float) -> str | None:
-        """Leave Sentinel only ``chosen`` to promote, and wait until it sees that."""
+        """Leave Sentinel only ``chosen`` to promote, and wait until every sentinel sees that.
+
+        This unit's sentinel (the one asked to fail over) must see ``chosen`` as the
+        only eligible replica. Every other sentinel must have seen it report itself
+        a replica since it last saw it report ``master``: a sentinel that sees a
+        replica report ``master`` for over 8 s without a new configuration turns it
+        back into a replica (``+convert-to-slave``), and it would do so to the target
+        the moment it is promoted. That view can be stale for up to 10 s (Sentinel's
+        INFO period) after the target was a master, as the old primary thawed after
+        a failover is. Every sentinel's INFO period is lowered meanwhile; a peer
+        sentinel that does not answer is not waited for.
+        """
         self.set_priority(chosen.host, "1")
         for host in self.replicas.keys() - {chosen.host}:
             # One we cannot reach must look ineligible to Sentinel by itself: checked below.
             with contextlib.suppress(WorkloadUnreachable):
                 self.set_priority(host, "0")
-        try:
-            self.saved_info_period_ms = self.sentinel.debug_timers()["INFO-PERIOD"]
-            self.sentinel.set_debug_timer("INFO-PERIOD", _FAST_INFO_PERIOD_MS)
-        except (WorkloadRefused, KeyError):
-            self.saved_info_period_ms = None  # no SENTINEL DEBUG: wait for its own refresh
+        self.hurry_info_refresh(self.sentinel)
+        for peer in self.peer_sentinels:
+            with contextlib.suppress(WorkloadUnreachable):
+                self.hurry_info_refresh(peer)
+        lagging: list[str] = []
 
-        def sentinel_sees_only_chosen() -> bool:
+        def sentinels_see_only_chosen() -> bool:
             seen = self.sentinel.replicas(self.master_name)
             eligible = {(r.host, r.port): r.priority for r in seen if r.eligible}
-            return eligible == {(chosen.host, chosen.port): 1}
+            if eligible != {(chosen.host, chosen.port): 1}:
+                lagging[:] = ["this unit's"]
+                return False
+            lagging[:] = [p.host for p in self.peer_sentinels if self.sees_a_master(p, chosen)]
+            return not lagging
 
-        if not self.wait_for(sentinel_sees_only_chosen, within_s):
-            return f"sentinel did not see {chosen.host} as the only candidate within {within_s} s"
+        if not self.wait_for(sentinels_see_only_chosen, within_s):
+            return (
+                f"sentinel did not see {chosen.host} as the only candidate within {within_s} s"
+                f" ({', '.join(lagging)} sentinel)"
+            )
         return None
+
+    def hurry_info_refresh(self, sentinel: SentinelAdmin) -> None:
+        """Lower a sentinel's INFO period until ``undo`` (one without SENTINEL DEBUG: as is)."""
+        try:
+            saved = sentinel.debug_timers()["INFO-PERIOD"]
+            sentinel.set_debug_timer("INFO-PERIOD", _FAST_INFO_PERIOD_MS)
+        except (WorkloadRefused, KeyError):
+            return
+        self.saved_info_periods_ms.append((sentinel, saved))
+
+    def sees_a_master(self, peer: SentinelAdmin, chosen: ReplicaLink) -> bool:
+        """``peer`` last saw ``chosen`` report ``master`` (an unreachable peer: not waited for)."""
+        try:
+            seen = peer.replicas(self.master_name)
+        except (WorkloadUnreachable, WorkloadRefused):
+            return False
+        return any(
+            (r.host, r.port) == (chosen.host, chosen.port) and r.role_reported != "slave"
+            for r in seen
+        )
 
     def set_priority(self, host: str, priority: str) -> None:
         """Set a replica's ``replica-priority``, remembering the value to restore."""
@@ -867,9 +916,8 @@ class _Switchover:
         for host, priority in self.saved_priorities.items():
             admin = self.replicas[host]
             _quietly(lambda a=admin, p=priority: a.config_set({"replica-priority": p}))
-        if self.saved_info_period_ms is not None:
-            info_period = self.saved_info_period_ms
-            _quietly(lambda: self.sentinel.set_debug_timer("INFO-PERIOD", info_period))
+        for sentinel, info_period in self.saved_info_periods_ms:
+            _quietly(lambda s=sentinel, p=info_period: s.set_debug_timer("INFO-PERIOD", p))
 
     def wait_for(self, condition: Callable[[], bool], within_s: float) -> bool:
         """Poll ``condition`` until true or ``within_s`` has passed (it is tried at least once)."""
@@ -996,6 +1044,8 @@ def _sentinel_replica(entry: dict[str, str]) -> SentinelReplica:
         master_link_ok=entry.get("master-link-status") == "ok",
         offset=int(entry.get("slave-repl-offset", "0")),
         priority=int(entry["slave-priority"]),
+        role_reported=entry.get("role-reported", "slave"),
+        role_reported_ms_ago=int(entry.get("role-reported-time", "0")),
     )
 
 

@@ -230,16 +230,18 @@ class Workload:
             host, REDIS_PORT, password, username=ADMIN_USER, unresponsive=self.unresponsive
         )
 
-    def sentinel_client(self) -> admin.SentinelAdmin:
-        """An admin client of this unit's sentinel."""
+    def sentinel_client(self, host: str | None = None) -> admin.SentinelAdmin:
+        """An admin client of this unit's sentinel (or of the sentinel at ``host``)."""
         password = self.passwords.sentinel if self.passwords else None
-        return self._sentinel_admin(
-            self.addressing.own_host,
-            SENTINEL_PORT,
-            password,
-            timeout=OWN_SERVER_TIMEOUT_S,
-            unresponsive=self.unresponsive,
-        )
+        if host is None or host == self.addressing.own_host:
+            return self._sentinel_admin(
+                self.addressing.own_host,
+                SENTINEL_PORT,
+                password,
+                timeout=OWN_SERVER_TIMEOUT_S,
+                unresponsive=self.unresponsive,
+            )
+        return self._sentinel_admin(host, SENTINEL_PORT, password, unresponsive=self.unresponsive)
 
     # ------------------------------------------------------------ observe
 
@@ -641,6 +643,7 @@ class Workload:
             replicas = {
                 link.host: self.redis_client(link.host) for link in primary.replication().replicas
             }
+            peer_sentinels = [self.sentinel_client(peer.host) for peer in sentinel.sentinels(name)]
             try:
                 outcome = admin.planned_switchover(
                     primary,
@@ -649,9 +652,10 @@ class Workload:
                     replicas,
                     None if target is None else self.addressing.host_of(target),
                     avoid={self.addressing.host_of(u) for u in self.leaving() if u != self.me},
+                    peer_sentinels=peer_sentinels,
                 )
             finally:
-                for client in replicas.values():
+                for client in [*replicas.values(), *peer_sentinels]:
                     client.close()
         logger.info("switchover from %s: %s", self.me, outcome)
         return outcome if outcome == HANDOVER_COMPLETED else outcome[:120]

@@ -624,6 +624,7 @@ def test_planned_switchover_under_write_load_loses_no_acknowledged_write(monitor
             MASTER_NAME,
             admins_for_replicas(monitored, old),
             target.address,
+            peer_sentinels=[u.sentinel() for u in monitored.units if u is not old],
         )
         took = time.monotonic() - began
         wait_until(
@@ -662,7 +663,8 @@ def test_planned_switchover_under_write_load_loses_no_acknowledged_write(monitor
     for unit in monitored.units:
         assert unit.admin().config_get("replica-priority") == {"replica-priority": "100"}
     assert old.admin().config_get("repl-ping-replica-period") == {"repl-ping-replica-period": "1"}
-    assert old.sentinel().debug_timers()["INFO-PERIOD"] == 10_000
+    for unit in monitored.units:
+        assert unit.sentinel().debug_timers()["INFO-PERIOD"] == 10_000
 
 
 def test_switchover_to_a_unit_that_is_not_a_replica_changes_nothing(monitored: Cluster):
@@ -806,3 +808,65 @@ def test_switchover_avoiding_every_replica_still_hands_over_to_the_best_of_them(
     )
     assert outcome == HANDOVER_COMPLETED
     assert old.sentinel().primary_address(MASTER_NAME) != (old.address, old.redis_port)
+
+
+def role_reported(observer: Unit, of: Unit) -> tuple[str, int]:
+    """What ``observer``'s sentinel last saw ``of`` report as its role, and how long ago (ms)."""
+    seen = next(r for r in observer.sentinel().replicas(MASTER_NAME) if r.host == of.address)
+    return seen.role_reported, seen.role_reported_ms_ago
+
+
+def test_switchover_waits_until_every_sentinel_has_seen_the_target_as_a_replica(
+    monitored: Cluster,
+):
+    """A sentinel whose last look at the target saw a master would demote it once promoted.
+
+    Sentinel turns back into a replica any replica it sees reporting ``master`` for
+    over 8 s without a new configuration, and it looks at replicas every 10 s: a
+    target that was a master a while ago (the old primary, thawed after a failover
+    and made a replica by the charm) can still be a master in another sentinel's
+    view. That sentinel then demotes the freshly promoted target (``+convert-to-slave``)
+    and the switchover fails with no primary for a while (a CI run did this). The
+    observer here is made to keep such a view, and to look again only once the
+    target is promoted.
+    """
+    old, target, observer = monitored.primary, monitored.units[1], monitored.units[2]
+    observer.sentinel().set_debug_timer("INFO-PERIOD", 100)
+    target.admin().become_primary()
+    wait_until(lambda: role_reported(observer, target)[0] == "master", "the observer to look")
+    observer.sentinel().set_debug_timer("INFO-PERIOD", 60_000)  # ... and not look again
+    target.admin().replicate_from(old.address, old.redis_port)
+    wait_until(
+        lambda: old.admin().replication().online_replica(target.address) is not None,
+        "the target to be a synced replica again",
+    )
+    wait_until(
+        lambda: role_reported(observer, target)[1] > 8_500,
+        "the observer's view of the target as a master to be 8 s old",
+        timeout=15,
+    )
+    assert role_reported(observer, target)[0] == "master"
+
+    def sleep_and_let_the_observer_look_once_promoted(seconds: float) -> None:
+        if target.admin().replication().role == "master":
+            observer.sentinel().set_debug_timer("INFO-PERIOD", 100)
+        time.sleep(seconds)
+
+    outcome = planned_switchover(
+        old.admin(),
+        old.sentinel(),
+        MASTER_NAME,
+        admins_for_replicas(monitored, old),
+        target.address,
+        peer_sentinels=[u.sentinel() for u in monitored.units[1:]],
+        sleep=sleep_and_let_the_observer_look_once_promoted,
+    )
+    assert outcome == HANDOVER_COMPLETED
+    wait_until(
+        lambda: (
+            observer.sentinel().primary_address(MASTER_NAME) == (target.address, target.redis_port)
+        ),
+        "the observer to learn the new primary",
+    )
+    assert "+convert-to-slave" not in observer.log("sentinel")
+    assert target.admin().replication().role == "master"

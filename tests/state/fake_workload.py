@@ -217,6 +217,14 @@ class FakeSentinelAdmin(_FakeClient):
     def monitored(self) -> dict[str, admin.MonitoredPrimary]:
         return dict(self._server().monitored)
 
+    def sentinels(self, name: str) -> list[admin.SentinelPeer]:
+        self._server()
+        return [
+            admin.SentinelPeer(host=host, port=26379, run_id=host, flags=frozenset({"sentinel"}))
+            for host in sorted(self.net.sentinels)
+            if host != self.host
+        ]
+
     def set_user(self, name: str, rule: str) -> None:
         self.net.commands.append((self.host, "ACL SETUSER", name))
         self._server().unflushed_users[name] = rule
