@@ -18,10 +18,11 @@ is derived here too:
 - a hook that exits non-zero: the unit is in error, shown in status, and the
   same hook is retried with a growing delay, as Juju retries failed hooks.
 
-A watcher polls every pod's two Pebble daemons: a new custom notice becomes
-``<container>-pebble-custom-notice``, a check going down or up
-``<container>-pebble-check-failed`` / ``-recovered``. ``update-status`` is queued
-on every unit periodically.
+A watcher per Pebble daemon waits for custom notices as Juju's uniter does (a
+long-polling ``GET /v1/notices``, Pebble's ``WaitNotices``): a new one becomes
+``<container>-pebble-custom-notice`` as soon as it is raised. Checks are polled:
+one going down or up becomes ``<container>-pebble-check-failed`` / ``-recovered``.
+``update-status`` is queued on every unit periodically.
 
 Event sequences (Juju 3.6, Kubernetes sidecar charms):
 
@@ -78,6 +79,8 @@ STORAGE = "data"
 HOOK_TIMEOUT_S = 300
 RETRY_DELAYS_S = (2, 4, 8, 16, 30)
 PEBBLE_POLL_S = 0.25
+NOTICE_WAIT_S = 5
+"""How long one long-polling notices request waits in Pebble before it is renewed."""
 SETTLED_STATUSES = frozenset({"active", "blocked"})
 
 
@@ -143,6 +146,8 @@ class Agent:
         self.wake = threading.Condition(self.lock)
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
+        self.notice_watchers: dict[tuple[str, str], threading.Thread] = {}
+        self.notice_wait_s: float = NOTICE_WAIT_S
         self.next_number = 0
 
     # ------------------------------------------------------------- lifecycle
@@ -714,23 +719,56 @@ class Agent:
     # ----------------------------------------------------------------- watchers
 
     def _watch_pebble(self) -> None:
-        """Turn Pebble custom notices and check changes into events."""
+        """Keep a notice watcher on every live Pebble; turn check changes into events."""
         while not self.stopping.wait(PEBBLE_POLL_S):
             with self.lock:
                 units = [u for u in self.units.values() if u.pod_up and not u.removed]
             for unit in units:
                 for container in CONTAINERS:
+                    watcher = self.notice_watchers.get((unit.name, container))
+                    if watcher is None or not watcher.is_alive():
+                        watcher = threading.Thread(
+                            target=self._wait_notices, args=(unit, container), daemon=True
+                        )
+                        self.notice_watchers[unit.name, container] = watcher
+                        watcher.start()
                     try:
-                        self._poll_container(unit, container)
+                        self._poll_checks(unit, container)
                     except (pebble.Error, OSError, ConnectionError):
                         pass  # a pod going away or restarting: the next poll sees it
                     except Exception:  # never let one bad poll stop the watcher
                         logger.exception("watching %s/%s", unit.name, container)
 
-    def _poll_container(self, unit: Unit, container: str) -> None:
-        client = pebble.Client(socket_path=str(self.pods.socket(unit.spec, container)), timeout=2)
-        notices = client.get_notices(types=[pebble.NoticeType.CUSTOM])
-        checks = client.get_checks()
+    def _wait_notices(self, unit: Unit, container: str) -> None:
+        """Wait on one Pebble for custom notices until its pod goes (``WaitNotices``).
+
+        Each request returns as soon as a notice newer than ``after`` is raised, or
+        empty after ``notice_wait_s``. ``after`` is Pebble's own timestamp text (in
+        nanoseconds: a parsed one would lose precision and see the last notice again).
+        """
+        after: str | None = None
+        while not self.stopping.is_set() and unit.pod_up and not unit.removed:
+            client = pebble.Client(
+                socket_path=str(self.pods.socket(unit.spec, container)),
+                timeout=self.notice_wait_s + 5,
+            )
+            query = {"types": "custom", "timeout": f"{self.notice_wait_s}s"}
+            if after is not None:
+                query["after"] = after
+            try:
+                raw = client._request("GET", "/v1/notices", query)["result"] or []
+            except (pebble.Error, OSError, ConnectionError):
+                self.stopping.wait(PEBBLE_POLL_S)  # a pod going away or restarting
+                continue
+            except Exception:  # never let one bad answer stop the watcher
+                logger.exception("waiting for notices of %s/%s", unit.name, container)
+                self.stopping.wait(PEBBLE_POLL_S)
+                continue
+            if raw:
+                after = raw[-1]["last-repeated"]  # Pebble orders them by last-repeated
+            self._queue_notices(unit, container, [pebble.Notice.from_dict(n) for n in raw])
+
+    def _queue_notices(self, unit: Unit, container: str, notices: list[pebble.Notice]) -> None:
         events: list[tuple[str, dict[str, str]]] = []
         for notice in notices:
             key = f"{container}/{notice.id}"
@@ -748,7 +786,12 @@ class Agent:
                         },
                     )
                 )
-        for check in checks:
+        self._queue_from_pebble(unit, events)
+
+    def _poll_checks(self, unit: Unit, container: str) -> None:
+        client = pebble.Client(socket_path=str(self.pods.socket(unit.spec, container)), timeout=2)
+        events: list[tuple[str, dict[str, str]]] = []
+        for check in client.get_checks():
             key = f"{container}/{check.name}"
             previous = unit.check_status.get(key, pebble.CheckStatus.UP.value)
             current = check.status.value
@@ -756,6 +799,9 @@ class Agent:
             if kind := check_event(previous, current):
                 env = {"JUJU_WORKLOAD_NAME": container, "JUJU_PEBBLE_CHECK_NAME": check.name}
                 events.append((f"{container}-pebble-check-{kind}", env))
+        self._queue_from_pebble(unit, events)
+
+    def _queue_from_pebble(self, unit: Unit, events: list[tuple[str, dict[str, str]]]) -> None:
         if events:
             with self.wake:
                 if unit.pod_up and not unit.leaving:

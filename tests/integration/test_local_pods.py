@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -317,6 +318,42 @@ def test_the_charms_switch_script_raises_a_notice_in_its_own_pebble(
     # Only that container's Pebble has it.
     for client in (pods.client(a, "redis"), pods.client(b, "sentinel")):
         assert client.get_notices(types=[pebble.NoticeType.CUSTOM]) == []
+
+
+def test_the_agent_makes_one_event_per_notice_occurrence_as_juju_does(
+    pods: Pods, two: tuple[PodSpec, PodSpec], short_dir: Path
+) -> None:
+    """A long-polling watcher per Pebble (Juju's ``WaitNotices``): each occurrence, once."""
+    from redis_k8s_local.agent import Agent, Unit
+
+    a, _ = two
+    agent = Agent(pods.state_dir, LOCAL.parent, PEBBLE)
+    agent.pods = pods
+    agent.notice_wait_s = 0.5
+    unit = Unit("podtest/0", a, short_dir / "charm", pod_up=True)
+    watcher = threading.Thread(target=agent._wait_notices, args=(unit, "sentinel"), daemon=True)
+    watcher.start()
+    client = pods.client(a, "sentinel")
+    log = a.root / "logs" / "sentinel.log"
+
+    def requests_so_far() -> int:
+        return log.read_text().count("GET /v1/notices?")
+
+    try:
+        for occurrence in (1, 2):
+            client.notify(pebble.NoticeType.CUSTOM, PRIMARY_SWITCH_NOTICE)
+            wait_until(lambda n=occurrence: len(unit.queue) == n, f"event {occurrence}")
+        asked = requests_so_far()
+        wait_until(lambda: requests_so_far() >= asked + 3, "the watcher to wait three more times")
+    finally:
+        agent.stopping.set()
+        watcher.join(timeout=10)
+    assert not watcher.is_alive()
+    hook, env = unit.queue[0]
+    assert list(unit.queue) == [(hook, env), (hook, env)]  # nothing seen twice
+    assert hook == "sentinel-pebble-custom-notice"
+    assert env["JUJU_NOTICE_KEY"] == PRIMARY_SWITCH_NOTICE
+    assert env["JUJU_WORKLOAD_NAME"] == "sentinel" and env["JUJU_NOTICE_TYPE"] == "custom"
 
 
 def test_faults_freeze_kill_and_partition(pods: Pods, two: tuple[PodSpec, PodSpec]) -> None:
