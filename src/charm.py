@@ -44,6 +44,7 @@ from workload.config import (
     CharmConfig,
     sentinel_safe,
 )
+from workload.layers import PRIMARY_SWITCH_NOTICE, PrimarySwitch
 from workload.workload import REDIS_PORT, SENTINEL_PORT, Passwords, Workload, master_name
 
 logger = logging.getLogger(__name__)
@@ -130,6 +131,8 @@ class RedisK8sCharm(ops.CharmBase):
         self.config_error: str | None = None
         self.refusal: str | None = None
         self.secret_content: dict[str, str] = {}
+        self.switched_from: str | None = None
+        """The host Sentinel moved the primary away from, in the hook of its notice."""
 
     # ---------------------------------------------------------------- the hook
 
@@ -144,6 +147,8 @@ class RedisK8sCharm(ops.CharmBase):
         departing = getattr(event, "departing_unit", None)
         if kind is Event.PEER_RELATION_DEPARTED and departing == self.unit:
             kind = Event.LEAVING  # Juju is removing this unit: hand over while peers are seen
+        if isinstance(event, ops.PebbleCustomNoticeEvent):
+            self.switched_from = switched_from(event)
         self.run(kind, subject_of(event))
 
     def run(self, kind: Event, subject: str | None = None) -> None:
@@ -162,6 +167,7 @@ class RedisK8sCharm(ops.CharmBase):
             passwords,
             client_users=clients.acl_users(),
             leaving=self.dying_units,
+            failed_over_from_here=self.switched_from == addressing.host_of(self.unit.name),
         )
         unit_journal = self.load(journal.load_unit, peers.data[self.unit].get(UNIT_JOURNAL_KEY))
         cluster_journal = self.load(
@@ -183,7 +189,6 @@ class RedisK8sCharm(ops.CharmBase):
         seen = cluster_journal.current
         reports: list[MemberReport] = []
         unit_journal = step_unit(unit_journal, seen)
-        self.save(peers, self.unit, UNIT_JOURNAL_KEY, journal.dump(unit_journal))
         if self.unit.is_leader() and leader_can_decide(kind, unit_journal.current):
             event, about = kind, subject
             for _ in range(LEADER_ROUNDS):
@@ -191,7 +196,6 @@ class RedisK8sCharm(ops.CharmBase):
                 for unit in sorted(peers.units, key=lambda u: u.name):
                     loaded = self.load(journal.load_unit, peers.data[unit].get(UNIT_JOURNAL_KEY))
                     reports.append(report(unit.name, loaded))
-                logger.info("cluster step for %s: members %s", event, [r.unit for r in reports])
                 cluster_journal = run_cluster(
                     cluster_journal, event, me, reports, about, self.execute_cluster_effect
                 )
@@ -203,13 +207,14 @@ class RedisK8sCharm(ops.CharmBase):
                 # (Juju sends the leader no relation-changed for its own app data).
                 before = unit_journal.current
                 unit_journal = step_unit(unit_journal, seen)
-                self.save(peers, self.unit, UNIT_JOURNAL_KEY, journal.dump(unit_journal))
                 if unit_journal.current == before:
                     break
                 # Nor for its own unit data: had it done its turn of a sentinel reset,
                 # the wave would wait for an unrelated event. It looks again now, as
                 # a peer's relation-changed would make it look.
                 event, about = Event.PEER_RELATION_CHANGED, me
+        # Once: Juju commits a hook's relation data at its end, each write is a hook tool.
+        self.save(peers, self.unit, UNIT_JOURNAL_KEY, journal.dump(unit_journal))
         workload.watch_sync(unit_journal.current.state is UnitState.SYNCING)
         if kind not in (Event.STOP, Event.REMOVE, Event.STORAGE_DETACHING):
             cluster = cluster_journal.current
@@ -647,6 +652,18 @@ def subject_of(event: ops.EventBase) -> str | None:
     if isinstance(event, ops.RelationEvent) and event.unit is not None:
         return event.unit.name
     return None
+
+
+def switched_from(event: ops.PebbleCustomNoticeEvent) -> str | None:
+    """The host Sentinel moved the primary away from, if the notice is its switch script's."""
+    if event.notice.key != PRIMARY_SWITCH_NOTICE:
+        return None
+    try:
+        switch = PrimarySwitch.from_notice_data(event.notice.last_data)
+    except (ops.pebble.Error, ops.ModelError) as error:  # the notice is gone (pod restarted)
+        logger.info("switch notice not readable: %s", type(error).__name__)
+        return None
+    return None if switch is None else switch.from_host
 
 
 def is_unit_of(app: str, name: str) -> bool:

@@ -275,8 +275,17 @@ def reset_complete(s: ClusterStep) -> bool:
 
 
 def _is_serving(s: ClusterStep, unit: str) -> bool:
+    """``unit``'s redis is a master: by its own report, or as a sentinel naming it saw it.
+
+    A member whose sentinel names ``unit`` asks that redis directly, so the leader
+    knows a promotion from its own hook, before the promoted unit has published.
+    """
     report = _report(s, unit)
-    return report is not None and report.role is Role.MASTER
+    if report is None:
+        return False
+    return report.role is Role.MASTER or any(
+        m.sentinel_primary == unit and m.sentinel_primary_is_master for m in s.input.members
+    )
 
 
 def _sentinels_up(s: ClusterStep) -> int:

@@ -8,8 +8,9 @@ A hook steps the unit machine at most ``MAX_ROUNDS`` times: after a step that
 produced effects, the effects are executed and the unit is observed again,
 so that a step such as "hand over, then stop" completes within one hook when
 the workload answers, and is otherwise recorded and resumed by the next
-event. The leader then steps the cluster machine once with every member's
-published facts, its own included.
+event; a round with an effect the workload could not carry out is the last.
+The leader then steps the cluster machine once with every member's published
+facts, its own included.
 """
 
 from __future__ import annotations
@@ -35,15 +36,23 @@ def run_unit(
     journal: UnitJournal,
     unit_input: Callable[[UnitObservation], UnitInput],
     observe: Callable[[], UnitObservation],
-    execute: Callable[[Effect], None],
+    execute: Callable[[Effect], bool],
 ) -> UnitJournal:
-    """Step the unit machine for one event until it settles or ``MAX_ROUNDS`` are used."""
+    """Step the unit machine for one event until it settles or ``MAX_ROUNDS`` are used.
+
+    ``execute`` says whether the workload carried an effect out. After a round with
+    one it could not (a redis that does not answer), the hook observes no more: the
+    same step would only ask for the same effect again, against the same server,
+    and delay what the rest of the hook records (a failover, on the leader whose
+    own redis froze). The next event observes again.
+    """
     for _ in range(MAX_ROUNDS):
         journal, outcome = step(journal, unit_input(observe()))
         if not outcome.effects:
             break
-        for effect in outcome.effects:
-            execute(effect)
+        carried_out = [execute(effect) for effect in outcome.effects]
+        if not all(carried_out):
+            break
     return journal
 
 
@@ -53,7 +62,7 @@ def run_cluster(
     leader: str,
     members: Sequence[MemberReport],
     subject: str | None,
-    execute: Callable[[Effect], None],
+    execute: Callable[[Effect], object],
 ) -> ClusterJournal:
     """Step the leader's cluster machine once for one event and execute its effects."""
     cluster_input = ClusterInput(

@@ -141,6 +141,8 @@ class UnitObservation(_Frozen):
     master_link_up: bool = False
     sync_in_progress: bool = False
     sentinel_primary: UnitName | None = None
+    sentinel_primary_is_master: bool = False
+    """The redis ``sentinel_primary`` names answered as a master, asked directly in this hook."""
     sentinel_epoch: Count = 0
     sentinel_generation: Count = 0
     """The generation of the newest monitor this unit's sentinel has (see ClusterFacts)."""
@@ -168,6 +170,11 @@ class UnitFacts(_Frozen):
     epoch: Count = 0
     """The cluster epoch at which ``following`` was last decided."""
     sentinel_primary: UnitName | None = None
+    sentinel_primary_is_master: bool = False
+    """When last observed, the primary this unit's sentinel names answered as a master.
+
+    The leader can then record a failover from one member's report, its own, without
+    waiting for the new primary's own hook to publish its role."""
     sentinel_epoch: Count = 0
     sentinel_generation: Count = 0
     sentinels_seen: Count = 0

@@ -341,12 +341,12 @@ def record_observation(s: UnitStep) -> None:
     """
     obs = s.input.observation
     live = obs.role is Role.MASTER or (obs.role is Role.SLAVE and obs.master_link_up)
+    named = obs.sentinel_up and obs.sentinel_generation >= s.facts.sentinel_generation
     changes: dict[str, object] = {
         "redis_up": obs.redis_up,
         "sentinel_up": obs.sentinel_up,
-        "sentinel_primary": obs.sentinel_primary
-        if obs.sentinel_up and obs.sentinel_generation >= s.facts.sentinel_generation
-        else None,
+        "sentinel_primary": obs.sentinel_primary if named else None,
+        "sentinel_primary_is_master": named and obs.sentinel_primary_is_master,
         "sentinel_epoch": obs.sentinel_epoch if obs.sentinel_up else 0,
         # Generations only rise; a sentinel that is down still has the one on its disk.
         "sentinel_generation": max(
@@ -456,6 +456,7 @@ def stop_workload(s: UnitStep) -> None:
         sentinel_up=False,
         role=Role.UNKNOWN,
         sentinel_primary=None,
+        sentinel_primary_is_master=False,
         master_link_up=False,
     )
     s.emit(StopWorkload())

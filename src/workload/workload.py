@@ -111,6 +111,16 @@ Over the pod's loopback a healthy redis answers in well under a millisecond; a
 frozen one (the primary Sentinel is failing over, often on the leader's own
 pod) must not hold the hook that records the failover for long.
 """
+NAMED_PRIMARY_TIMEOUT_S = 0.5
+"""Timeout of asking the primary this unit's sentinel names whether it is a master."""
+FAILED_OVER_TIMEOUT_S = 0.1
+"""Timeout of calls to this pod's redis in the hook of Sentinel's switch away from it.
+
+Sentinel has just failed it over: it found it unresponsive for down-after (or it
+was handed over from, and answers at once). A redis this slow on the pod's
+loopback is observed as down for one hook, which changes nothing by itself: no
+restart, and the next event observes it again.
+"""
 SYNC_WAIT_S = 3.0
 """How long a hook waits for a replica it just configured to finish its sync."""
 RESET_WAIT_S = 5.0
@@ -183,6 +193,7 @@ class Workload:
         sentinel_admin: Callable[..., admin.SentinelAdmin] | None = None,
         client_users: Mapping[str, str] | None = None,
         leaving: Callable[[], Collection[str]] = tuple,
+        failed_over_from_here: bool = False,
     ) -> None:
         """``config`` is None when the operator's config is invalid: nothing is re-rendered.
 
@@ -190,7 +201,11 @@ class Workload:
         password hashes only), which every unit holds: redis does not replicate ACLs.
         None means they could not be read in this hook: the ACL file is kept.
         ``leaving`` tells the units Juju is removing (``goal-state``); it is asked
-        only when this unit hands over.
+        only when this unit hands over. ``failed_over_from_here``: the hook is
+        Sentinel's notice that it moved the primary away from this unit's redis,
+        which it has just found unresponsive for down-after (or handed over from):
+        calls to it get ``FAILED_OVER_TIMEOUT_S``, so that a frozen one does not
+        delay the record of the switch.
         """
         self.unit = unit
         self.client_users = None if client_users is None else dict(client_users)
@@ -210,7 +225,11 @@ class Workload:
         """The ACL file was rewritten in this hook: a running redis must ``ACL LOAD`` it."""
         self.problems: list[str] = []
         """What could not be done in this hook, for the status and the log."""
+        self._logged: set[str] = set()
         self.leaving = leaving
+        self.own_redis_timeout_s = (
+            FAILED_OVER_TIMEOUT_S if failed_over_from_here else OWN_SERVER_TIMEOUT_S
+        )
 
     # ------------------------------------------------------------ clients
 
@@ -223,7 +242,7 @@ class Workload:
                 REDIS_PORT,
                 password,
                 username=ADMIN_USER,
-                timeout=OWN_SERVER_TIMEOUT_S,
+                timeout=self.own_redis_timeout_s,
                 unresponsive=self.unresponsive,
             )
         return self._redis_admin(
@@ -256,8 +275,31 @@ class Workload:
             fields |= self._observe_redis()
         if self.passwords is not None and self.sentinel.exists(SENTINEL_CONF):
             fields |= self._observe_sentinel()
+        named = fields.get("sentinel_primary")
+        if isinstance(named, str):
+            fields["sentinel_primary_is_master"] = (
+                fields.get("role") is Role.MASTER if named == self.me else self._is_master(named)
+            )
         fields["handover"] = self._take_handover()
         return UnitObservation.model_validate(fields)
+
+    def _is_master(self, unit: str) -> bool:
+        """Whether ``unit``'s redis answers as a master now (asked directly, briefly)."""
+        password = self.passwords.admin if self.passwords else None
+        host = self.addressing.host_of(unit)
+        try:
+            with self._redis_admin(
+                host,
+                REDIS_PORT,
+                password,
+                username=ADMIN_USER,
+                timeout=NAMED_PRIMARY_TIMEOUT_S,
+                unresponsive=self.unresponsive,
+            ) as client:
+                return client.replication().role == "master"
+        except admin.WorkloadUnreachable as error:
+            self._log_once("named primary", logging.INFO, "%s does not answer: %s", unit, error)
+            return False
 
     def _take_handover(self) -> str | None:
         outcome, self.handover = self.handover, None
@@ -272,7 +314,7 @@ class Workload:
                     replication = client.replication()
                 keys = client.keys()
         except admin.WorkloadUnreachable as error:
-            logger.info("redis does not answer: %s", error)
+            self._log_once("observe redis", logging.INFO, "redis does not answer: %s", error)
             return {"redis_up": False}
         role = Role(replication.role) if replication.role in ("master", "slave") else Role.UNKNOWN
         return {
@@ -291,7 +333,7 @@ class Workload:
             with self.sentinel_client() as client:
                 monitored = client.monitored()
         except admin.WorkloadUnreachable as error:
-            logger.info("sentinel does not answer: %s", error)
+            self._log_once("observe sentinel", logging.INFO, "sentinel does not answer: %s", error)
             return {"sentinel_up": False}
         ours = {generation_of(app, name): m for name, m in monitored.items()}
         ours.pop(None, None)
@@ -313,8 +355,9 @@ class Workload:
 
     # ------------------------------------------------------------ execute
 
-    def execute(self, effect: Effect) -> None:
-        """Carry out one effect of the unit machine; failures are recorded, not raised."""
+    def execute(self, effect: Effect) -> bool:
+        """Carry out one effect of the unit machine; whether it was (failures are recorded)."""
+        problems_before = len(self.problems)
         try:
             match effect:
                 case ConfigureRedis(replica_of=primary):
@@ -332,11 +375,21 @@ class Workload:
                 case _:
                     pass  # cluster effects are the charm's (relation data, action results)
         except (admin.WorkloadUnreachable, ops.pebble.ConnectionError) as error:
-            self.problems.append(f"{type(effect).__name__}: {error}")
-            logger.warning("could not %s: %s", type(effect).__name__, error)
+            name = type(effect).__name__
+            self.problems.append(f"{name}: {error}")
+            self._log_once(name, logging.WARNING, "could not %s: %s", name, error)
         except ops.pebble.ChangeError as error:  # a service that would not start
-            self.problems.append(f"{type(effect).__name__}: {error.err}")
-            logger.warning("%s: a service did not start: %s", type(effect).__name__, error.err)
+            name = type(effect).__name__
+            self.problems.append(f"{name}: {error.err}")
+            message = "%s: a service did not start: %s"
+            self._log_once(name, logging.WARNING, message, name, error.err)
+        return len(self.problems) == problems_before
+
+    def _log_once(self, about: str, level: int, message: str, *args: object) -> None:
+        """Log only the first failure about one thing in a hook (a line is a juju-log call)."""
+        if about not in self._logged:
+            self._logged.add(about)
+            logger.log(level, message, *args)
 
     def _run_redis(self, *, primary: str | None, fenced: bool) -> None:
         """Run redis in the given role: files, layer, then ``REPLICAOF`` if it already runs."""

@@ -357,6 +357,11 @@ class World:
             master_host=r.replica_of if redis_up and r.role is Role.SLAVE else None,
             master_link_up=redis_up and self.link_up(name),
             sentinel_primary=s.primary if sentinel_up else None,
+            sentinel_primary_is_master=sentinel_up
+            and s.primary is not None
+            and self.reachable(name, s.primary)
+            and self.answers(s.primary)
+            and self.pods[s.primary].redis.role is Role.MASTER,
             sentinel_epoch=s.epoch if sentinel_up else 0,
             sentinel_generation=s.generation if sentinel_up else 0,
             sentinels_seen=len(s.knows) if sentinel_up else 0,
@@ -390,13 +395,14 @@ class World:
         r.fenced = primary is None
         self.sync(name)
 
-    def execute(self, name: str, effect: Effect) -> None:
+    def execute(self, name: str, effect: Effect) -> bool:
+        """Carry ``effect`` out on ``name``'s pod; False when its workload could not."""
         pod = self.pods[name]
         if isinstance(effect, (ConfigureRedis, Fence)) and (not pod.alive or pod.redis.frozen):
             # Pebble takes the layer, but the command times out against a frozen
             # redis-server (and nothing runs on a dead pod).
             pod.redis.defined = pod.redis.defined or pod.alive
-            return
+            return False
         match effect:
             case ConfigureRedis(replica_of=None):
                 self.make_master(name)
@@ -440,6 +446,7 @@ class World:
                 pass
             case RefuseRequest(reason=reason):
                 self.refusals.append(reason)
+        return True
 
     def sentinels_on_side(self, name: str) -> list[str]:
         """Running sentinels that reach ``name`` and monitor its sentinel's generation."""

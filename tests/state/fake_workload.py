@@ -74,12 +74,21 @@ class FakeNetwork:
         self.usernames_seen: list[str | None] = []
         self.commands: list[tuple[str, ...]] = []
         self.roots: dict[str, Path] = {}
+        self.redis_timeouts: list[tuple[str, float | None]] = []
+        """Each redis client made: its host, and the timeout it was given (None: default)."""
 
     def redis_admin(
-        self, host: str, port: int = 6379, password: str | None = None, username=None, **_
+        self,
+        host: str,
+        port: int = 6379,
+        password: str | None = None,
+        username=None,
+        timeout: float | None = None,
+        **_,
     ):
         self.passwords_seen.append(password)
         self.usernames_seen.append(username)
+        self.redis_timeouts.append((host, timeout))
         return FakeRedisAdmin(self, host)
 
     def sentinel_admin(self, host: str, port: int = 26379, password: str | None = None, **_):

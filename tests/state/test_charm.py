@@ -33,6 +33,8 @@ from workload.config import RDB_SAVE_SCHEDULE, password_hash
 from workload.workload import (
     ACL_FILE,
     CONFIG_DIR,
+    FAILED_OVER_TIMEOUT_S,
+    OWN_SERVER_TIMEOUT_S,
     REDIS_CONF,
     REDIS_SECRETS,
     SENTINEL_CONF,
@@ -325,6 +327,50 @@ def test_a_sentinel_notice_of_a_new_primary_makes_the_old_one_replicate_from_it(
     assert unit_facts(state).state is UnitState.REPLICA
     assert state.unit_status == ops.ActiveStatus("replica of redis-k8s/2")
     assert sync_check(state) == ops.pebble.CheckStatus.INACTIVE  # stopped until the next sync
+
+
+@pytest.mark.parametrize(
+    ("from_host", "timeout"),
+    [
+        ("redis-k8s-0.redis-k8s-endpoints", FAILED_OVER_TIMEOUT_S),
+        ("redis-k8s-1.redis-k8s-endpoints", OWN_SERVER_TIMEOUT_S),
+    ],
+)
+def test_the_hook_of_a_switch_away_from_this_unit_waits_little_for_its_own_redis(
+    ctx, net, tmp_path, from_host, timeout
+) -> None:
+    """Sentinel found this redis unresponsive: a frozen one must not delay the record."""
+    state = lone_primary(ctx, net, tmp_path)
+    switch = {
+        "master": "redis-k8s-g1",
+        "role": "observer",
+        "state": "start",
+        "from-host": from_host,
+        "from-port": "6379",
+        "to-host": "redis-k8s-2.redis-k8s-endpoints",
+        "to-port": "6379",
+    }
+    notice = testing.Notice(key=layers.PRIMARY_SWITCH_NOTICE, last_data=switch)
+    container = dataclasses.replace(state.get_container("sentinel"), notices=[notice])
+    state = dataclasses.replace(
+        state, containers={c for c in state.containers if c.name != "sentinel"} | {container}
+    )
+    net.redis_timeouts.clear()
+    ctx.run(ctx.on.pebble_custom_notice(container, notice), state)
+
+    assert {t for host, t in net.redis_timeouts if host == OWN} == {timeout}
+
+
+def test_a_redis_that_does_not_answer_is_logged_once_per_hook(ctx, net, tmp_path) -> None:
+    """Each log line is a juju-log process: one per failure, however often it is met."""
+    state = lone_primary(ctx, net, tmp_path)
+    del net.redis[OWN]  # connection refused, in every observation and every command
+    ctx.juju_log.clear()
+
+    ctx.run(ctx.on.update_status(), state)
+
+    lines = [line.message for line in ctx.juju_log]
+    assert sum("redis does not answer" in line for line in lines) == 1, lines
 
 
 SYNC_CHECK = layers.SYNC_DONE_CHECK

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from machine import journal
 from machine.cluster import majority
+from machine.hook import MAX_ROUNDS, run_unit
 from machine.types import (
     ClusterInput,
     ClusterState,
@@ -370,3 +371,100 @@ def test_a_leaving_replica_that_was_just_handed_the_primary_role_hands_it_over_t
     world = deploy(3)
     effects = promoted_replica_steps(world, "redis-k8s/1", None, Event.LEAVING)
     assert effects == [HandOver(target=None)], effects
+
+
+def test_a_hook_does_not_retry_an_effect_its_workload_could_not_carry_out() -> None:
+    """A frozen redis: one observation and one attempt per hook, the next event retries.
+
+    Each further round would time out against the same server and delay the rest
+    of the hook: on the leader, the record of the failover that froze it.
+    """
+    world = deploy(3)
+    replica = "redis-k8s/1"
+    before = world.unit_journal(replica)
+    observed: list[UnitObservation] = []
+    attempts: list[object] = []
+
+    def observe() -> UnitObservation:
+        observed.append(UnitObservation(containers_ready=True, redis_service_defined=True))
+        return observed[-1]  # redis does not answer
+
+    def execute(effect) -> bool:
+        attempts.append(effect)
+        return False
+
+    after = run_unit(
+        before,
+        lambda obs: UnitInput(
+            event=Event.UPDATE_STATUS,
+            unit=replica,
+            observation=obs,
+            cluster=world.cluster(),
+            peers=tuple(m for m in world.members if m != replica),
+        ),
+        observe,
+        execute,
+    )
+    assert len(observed) == 1
+    assert attempts and all(isinstance(a, ConfigureRedis) for a in attempts)
+    assert after.current.redis_up is False  # what it saw is recorded all the same
+
+    def execute_fine(effect) -> bool:
+        attempts.append(effect)
+        return True
+
+    observed.clear()
+    run_unit(
+        before,
+        lambda obs: UnitInput(
+            event=Event.UPDATE_STATUS,
+            unit=replica,
+            observation=obs,
+            cluster=world.cluster(),
+            peers=tuple(m for m in world.members if m != replica),
+        ),
+        observe,
+        execute_fine,
+    )
+    assert len(observed) == MAX_ROUNDS  # carried out but never taking: observed again
+
+
+def test_the_leader_records_a_failover_its_own_sentinel_confirms_before_the_new_primary_reports():
+    """The leader's own hook of Sentinel's notice records the switch.
+
+    Every unit gets the notice at once, so the promoted unit has not published its
+    new role yet when the leader's hook reads the reports. The leader's sentinel
+    names it at a newer epoch and the leader asked its redis: a master. Without that
+    answer the leader waits for the promoted unit's own report, as before.
+    """
+    world = deploy(3)
+    cluster = world.cluster()
+    leader, promoted = "redis-k8s/0", "redis-k8s/1"
+    assert cluster.primary == leader
+    reports = {r.unit: r for r in world.reports()}
+    assert reports[promoted].role is Role.SLAVE  # its own hook has not published yet
+
+    def leader_sees(confirmed: bool):
+        own = reports[leader].model_copy(
+            update={
+                "redis_up": False,  # frozen
+                "sentinel_primary": promoted,
+                "sentinel_epoch": cluster.sentinel_epoch + 1,
+                "sentinel_primary_is_master": confirmed,
+            }
+        )
+        after, outcome = journal.step(
+            world.cluster_journal(),
+            ClusterInput(
+                event=Event.PEBBLE_CUSTOM_NOTICE,
+                leader=leader,
+                members=(own, reports[promoted], reports["redis-k8s/2"]),
+            ),
+        )
+        return after.current, outcome.effects
+
+    recorded, effects = leader_sees(confirmed=True)
+    assert recorded.primary == promoted
+    assert [type(e).__name__ for e in effects] == ["AnnouncePrimary"]
+    unconfirmed, _ = leader_sees(confirmed=False)
+    assert unconfirmed.primary == leader
