@@ -381,51 +381,37 @@ def test_a_hook_does_not_retry_an_effect_its_workload_could_not_carry_out() -> N
     """
     world = deploy(3)
     replica = "redis-k8s/1"
-    before = world.unit_journal(replica)
     observed: list[UnitObservation] = []
     attempts: list[object] = []
 
-    def observe() -> UnitObservation:
-        observed.append(UnitObservation(containers_ready=True, redis_service_defined=True))
-        return observed[-1]  # redis does not answer
+    def hook(carried_out: bool) -> journal.UnitJournal:
+        def observe() -> UnitObservation:
+            observed.append(UnitObservation(containers_ready=True, redis_service_defined=True))
+            return observed[-1]  # redis does not answer
 
-    def execute(effect) -> bool:
-        attempts.append(effect)
-        return False
+        def execute(effect) -> bool:
+            attempts.append(effect)
+            return carried_out
 
-    after = run_unit(
-        before,
-        lambda obs: UnitInput(
-            event=Event.UPDATE_STATUS,
-            unit=replica,
-            observation=obs,
-            cluster=world.cluster(),
-            peers=tuple(m for m in world.members if m != replica),
-        ),
-        observe,
-        execute,
-    )
+        observed.clear()
+        return run_unit(
+            world.unit_journal(replica),
+            lambda obs: UnitInput(
+                event=Event.UPDATE_STATUS,
+                unit=replica,
+                observation=obs,
+                cluster=world.cluster(),
+                peers=tuple(m for m in world.members if m != replica),
+            ),
+            observe,
+            execute,
+        )
+
+    after = hook(carried_out=False)
     assert len(observed) == 1
     assert attempts and all(isinstance(a, ConfigureRedis) for a in attempts)
     assert after.current.redis_up is False  # what it saw is recorded all the same
-
-    def execute_fine(effect) -> bool:
-        attempts.append(effect)
-        return True
-
-    observed.clear()
-    run_unit(
-        before,
-        lambda obs: UnitInput(
-            event=Event.UPDATE_STATUS,
-            unit=replica,
-            observation=obs,
-            cluster=world.cluster(),
-            peers=tuple(m for m in world.members if m != replica),
-        ),
-        observe,
-        execute_fine,
-    )
+    hook(carried_out=True)
     assert len(observed) == MAX_ROUNDS  # carried out but never taking: observed again
 
 
