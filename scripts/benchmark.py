@@ -309,13 +309,16 @@ def main() -> None:
 
     print("3-unit bootstrap (redis-k8s-local up) to settled", flush=True)
     bootstrap_s, dispatches = [], []
+    tools = "unknown"
     try:
         for _ in range(trials):
             support.local("down", timeout=180)
             started = time.monotonic()
             support.up(down_after_ms=DOWN_AFTER_MS)
             bootstrap_s.append(time.monotonic() - started)
-            dispatches.append(daemon.request(cli.state_dir(), "status")["hooks"]["dispatched"])
+            hooks = daemon.request(cli.state_dir(), "status")["hooks"]
+            dispatches.append(hooks["dispatched"])
+            tools = hooks["tools"]
             print(f"  up {len(bootstrap_s)}: {bootstrap_s[-1]:.1f} s", flush=True)
         status_s, status_kib = update_status_costs(max(trials // 3, 1))
         print("unplanned failover with the charm", flush=True)
@@ -339,6 +342,7 @@ def main() -> None:
     print(f"  from +switch-master:             {spread(from_announce_s, 's')}")
     print(f"planned switchover, write pause:   {spread(pauses, 's')}")
     print(f"3-unit up to settled:              {spread(bootstrap_s, 's', '.1f')}")
+    print(f"  hook tools:                      {tools} (local/jujuc; python: the fallback)")
     settle_dispatches = spread([float(d) for d in dispatches], "dispatches", ".0f")
     print(f"  hook dispatches to settle:       {settle_dispatches}")
     print(f"update-status dispatch, steady:    {spread(status_s, 's', '.3f')}")

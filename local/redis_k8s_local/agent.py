@@ -129,6 +129,7 @@ class Agent:
         app: str = "redis-k8s",
         model: str = "local",
         update_status_s: float = 60.0,
+        jujuc: Path | None = None,
     ) -> None:
         """An agent for ``app`` keeping its store, pods and logs under ``state_dir``."""
         self.state_dir = state_dir
@@ -139,6 +140,8 @@ class Agent:
         self.store = Store(state_dir)
         self.pods = Pods(state_dir, pebble_binary)
         self.tools_bin = state_dir / "bin"
+        self.jujuc = jujuc
+        """The hook tools' binary (each tool a link to it); None: Python scripts."""
         self.peak_rss_dir = state_dir / "peak-rss"
         self.units: dict[str, Unit] = {}
         self.history: list[HookRecord] = []
@@ -155,7 +158,7 @@ class Agent:
     def start(self) -> None:
         """Prepare the state directory and start the watcher and update-status threads."""
         (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
-        hooktool.install_tools(self.tools_bin)
+        hooktool.install_tools(self.tools_bin, self.jujuc)
         peakrss.install(self.peak_rss_dir)
         with self.store.transaction() as doc:
             if not doc.get("model_uuid"):
@@ -555,6 +558,7 @@ class Agent:
             "hooks": {
                 "dispatched": len(self.history),
                 "failed": sum(1 for h in self.history if h.exit_code != 0),
+                "tools": "jujuc" if self.jujuc is not None else "python",
             },
         }
 

@@ -43,6 +43,19 @@ def pebble_binary() -> Path | None:
     return Path(found) if found else None
 
 
+def jujuc_binary() -> Path | None:
+    """The hook tools' binary .ci/setup builds from ``local/jujuc`` (or ``REDIS_K8S_LOCAL_JUJUC``).
+
+    None: the agent installs Python scripts as hook tools instead (slower).
+    """
+    explicit = os.environ.get("REDIS_K8S_LOCAL_JUJUC")
+    if explicit:
+        return Path(explicit)
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    built = cache / "redis-k8s-ci" / "bin" / "redis-k8s-jujuc"
+    return built if built.exists() else None
+
+
 def missing_prerequisites() -> list[str]:
     """What this machine lacks to run a local cluster, in words that say how to fix it."""
     missing = []
@@ -98,6 +111,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     (state / "logs").mkdir(exist_ok=True)
     pebble = pebble_binary()
     assert pebble is not None
+    jujuc = jujuc_binary()
     log = (state / "logs" / "agent.log").open("ab")
     subprocess.Popen(
         [
@@ -112,6 +126,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             str(pebble),
             "--update-status-interval",
             str(args.update_status_interval),
+            *(["--jujuc", str(jujuc)] if jujuc is not None else []),
         ],
         stdout=log,
         stderr=log,

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from redis_k8s_local import hooktool
 from redis_k8s_local.agent import Agent
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,12 @@ class Handlers:
 
     def ping(self) -> str:
         return "pong"
+
+    def hook_tool(
+        self, tool: str, args: list[str], env: dict[str, str], stdin: str = ""
+    ) -> dict[str, object]:
+        """One hook tool call from ``jujuc`` (a hook's process), run here."""
+        return hooktool.run_captured(tool, args, env, stdin)
 
     def deploy(self, units: int, config: dict[str, str]) -> list[str]:
         if self.agent.units:
@@ -142,13 +149,13 @@ class Handlers:
         threading.Thread(target=self.stop, daemon=True).start()
 
 
-def serve(state_dir: Path, repo: Path, pebble_binary: Path, update_status_s: float) -> None:
-    """Run the agent until a ``shutdown`` request or SIGTERM."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    agent = Agent(state_dir, repo, pebble_binary, update_status_s=update_status_s)
-    agent.start()
-    socket_path = state_dir / SOCKET_NAME
-    socket_path.unlink(missing_ok=True)
+def make_server(
+    socket_path: Path, handlers_for: Callable[[Callable[[], None]], Handlers]
+) -> socketserver.ThreadingUnixStreamServer:
+    """A server of one JSON request per connection on ``socket_path``, a thread each.
+
+    ``handlers_for`` gets the server's ``shutdown`` and returns the ``Handlers``.
+    """
 
     class Handler(socketserver.StreamRequestHandler):
         def handle(self) -> None:
@@ -164,9 +171,30 @@ def serve(state_dir: Path, repo: Path, pebble_binary: Path, update_status_s: flo
                 reply = {"ok": False, "error": f"{type(error).__name__}: {error}"}
             self.wfile.write(json.dumps(reply, default=str).encode() + b"\n")
 
-    server = socketserver.ThreadingUnixStreamServer(str(socket_path), Handler)
-    server.daemon_threads = True
-    handlers = Handlers(agent, server.shutdown)
+    class Server(socketserver.ThreadingUnixStreamServer):
+        daemon_threads = True
+        request_queue_size = 128  # every unit's hook tools may connect at once
+
+    server = Server(str(socket_path), Handler)
+    handlers = handlers_for(server.shutdown)
+    return server
+
+
+def serve(
+    state_dir: Path,
+    repo: Path,
+    pebble_binary: Path,
+    update_status_s: float,
+    jujuc: Path | None = None,
+) -> None:
+    """Run the agent until a ``shutdown`` request or SIGTERM."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    agent = Agent(state_dir, repo, pebble_binary, update_status_s=update_status_s, jujuc=jujuc)
+    agent.start()
+    socket_path = state_dir / SOCKET_NAME
+    socket_path.unlink(missing_ok=True)
+
+    server = make_server(socket_path, lambda stop: Handlers(agent, stop))
     (state_dir / PID_NAME).write_text(str(os.getpid()))
 
     def terminate(signum: int, frame: object) -> None:
@@ -189,13 +217,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repo", type=Path, required=True)
     parser.add_argument("--pebble", type=Path, required=True)
     parser.add_argument("--update-status-interval", type=float, default=60.0)
+    parser.add_argument("--jujuc", type=Path, default=None, help="the hook tools' binary")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    serve(args.state_dir, args.repo, args.pebble, args.update_status_interval)
+    serve(args.state_dir, args.repo, args.pebble, args.update_status_interval, args.jujuc)
 
 
 if __name__ == "__main__":

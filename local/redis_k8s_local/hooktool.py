@@ -18,10 +18,12 @@ writing its application databag or touching a secret it may not manage).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -932,6 +934,33 @@ def main(argv: list[str], env: Mapping[str, str] | None = None) -> int:
         return 1
 
 
+_IN_PROCESS = threading.Lock()
+"""One in-process call at a time: a call has the process's standard streams to itself."""
+
+
+def run_captured(
+    tool: str, args: list[str], env: Mapping[str, str], stdin: str = ""
+) -> dict[str, object]:
+    """Run one tool in this process (the agent, for ``jujuc``): its output and exit code.
+
+    The tools print to ``sys.stdout`` and ``sys.stderr`` and ``relation-set --file -``
+    reads ``sys.stdin``: those are buffers during the call. A bug in a tool is its
+    caller's error (exit 1), never the agent's.
+    """
+    out, err = io.StringIO(), io.StringIO()
+    with _IN_PROCESS:
+        saved = sys.stdin, sys.stdout, sys.stderr
+        sys.stdin, sys.stdout, sys.stderr = io.StringIO(stdin), out, err
+        try:
+            code = main([tool, *args], env)
+        except Exception as error:
+            print(f"ERROR {type(error).__name__}: {error}", file=err)
+            code = 1
+        finally:
+            sys.stdin, sys.stdout, sys.stderr = saved
+    return {"stdout": out.getvalue(), "stderr": err.getvalue(), "code": code}
+
+
 _WRAPPER = """#!{python} -I
 import sys
 sys.path.insert(0, {local!r})
@@ -940,16 +969,26 @@ sys.exit(main(sys.argv))
 """
 
 
-def install_tools(bin_dir: Path) -> None:
-    """Write one executable per hook tool into ``bin_dir``, run by this Python."""
+def install_tools(bin_dir: Path, jujuc: Path | None = None) -> None:
+    """Put one executable per hook tool into ``bin_dir``.
+
+    With ``jujuc`` (``local/jujuc``, built by ``.ci/setup``), each is a link to it,
+    as Juju's hook tools are links to its jujuc: a small binary that has the agent
+    run the tool (``run_captured``). Without, each is a script run by this Python
+    (a process of its own, several times slower than Juju's).
+    """
     bin_dir = Path(bin_dir)
     bin_dir.mkdir(parents=True, exist_ok=True)
     local = str(Path(__file__).resolve().parent.parent)
     script = _WRAPPER.format(python=sys.executable, local=local)
     for tool in TOOLS:
         path = bin_dir / tool
-        path.write_text(script)
-        path.chmod(0o755)
+        path.unlink(missing_ok=True)
+        if jujuc is not None:
+            path.symlink_to(Path(jujuc).resolve())
+        else:
+            path.write_text(script)
+            path.chmod(0o755)
 
 
 if __name__ == "__main__":  # python -m redis_k8s_local.hooktool <tool> [args...]

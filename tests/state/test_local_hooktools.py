@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import ops
@@ -26,7 +27,7 @@ from ops.model import Model, _ModelBackend
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "local"))
 
-from redis_k8s_local import hooktool  # noqa: E402
+from redis_k8s_local import cli, daemon, hooktool  # noqa: E402
 from redis_k8s_local import store as st  # noqa: E402
 
 APP = "redis-k8s"
@@ -108,10 +109,12 @@ def _isolate_ops_logging():
 class World:
     """The store, the charm directory and the tools of one test."""
 
-    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jujuc: Path | None = None
+    ) -> None:
         self.monkeypatch = monkeypatch
         self.bin = tmp_path / "bin"
-        hooktool.install_tools(self.bin)
+        hooktool.install_tools(self.bin, jujuc)
         self.charm = tmp_path / "charm"
         self.charm.mkdir()
         for name, text in (
@@ -163,9 +166,32 @@ class World:
         return path.read_text() if path.exists() else ""
 
 
-@pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
-    return World(tmp_path, monkeypatch)
+@pytest.fixture(params=["python", "jujuc"])
+def world(request, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    """Every test twice: each tool a Python process, and each a link to ``jujuc``.
+
+    With ``jujuc``, the tools run in a server of the agent's protocol (``daemon``),
+    as they run in the agent of a local cluster.
+    """
+    if request.param == "python":
+        yield World(tmp_path, monkeypatch)
+        return
+    jujuc = cli.jujuc_binary()
+    if jujuc is None:
+        pytest.skip("local/jujuc is not built: bash .ci/setup builds it")
+    built = World(tmp_path, monkeypatch, jujuc)
+    server = daemon.make_server(
+        built.state / daemon.SOCKET_NAME,
+        lambda stop: daemon.Handlers(None, stop),  # type: ignore[arg-type]  # tools need no agent
+    )
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield built
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
 
 
 # ------------------------------------------------------------------- relations

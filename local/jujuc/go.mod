@@ -1,0 +1,3 @@
+module redis-k8s-local/jujuc
+
+go 1.22
