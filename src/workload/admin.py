@@ -466,8 +466,10 @@ class SentinelAdmin(_AdminClient):
     def primary_address(self, name: str) -> tuple[str, int] | None:
         """Where Sentinel says the primary ``name`` is, or None if it monitors no such name.
 
-        This is what clients ask (``SENTINEL GET-MASTER-ADDR-BY-NAME``); it changes
-        at the moment Sentinel announces ``+switch-master``.
+        This is what clients ask (``SENTINEL GET-MASTER-ADDR-BY-NAME``). On the
+        sentinel running a failover it changes once the promotion is confirmed
+        (before ``+switch-master``, which waits for the replicas to be re-pointed);
+        on the others, with their ``+switch-master``.
         """
         args = ("SENTINEL", "GET-MASTER-ADDR-BY-NAME", name)
         reply = self._call(*args)

@@ -332,26 +332,39 @@ class Workload:
         try:
             with self.sentinel_client() as client:
                 monitored = client.monitored()
+                ours = {generation_of(app, name): m for name, m in monitored.items()}
+                ours.pop(None, None)
+                if not ours:
+                    return {"sentinel_up": True}
+                generation = max(g for g in ours if g is not None)
+                newest = ours[generation]
+                named = self._named_by(client, newest)
         except admin.WorkloadUnreachable as error:
             self._log_once("observe sentinel", logging.INFO, "sentinel does not answer: %s", error)
             return {"sentinel_up": False}
-        ours = {generation_of(app, name): m for name, m in monitored.items()}
-        ours.pop(None, None)
-        if not ours:
-            return {"sentinel_up": True}
-        generation = max(g for g in ours if g is not None)
-        newest = ours[generation]
-        # While this sentinel sees the primary down or runs a failover, what it names
-        # is about to change (during a failover it may show the new epoch with the
-        # old address): it names nobody rather than a primary to go back to.
-        settled = newest.link_ok and not newest.failover_in_progress
         return {
             "sentinel_up": True,
-            "sentinel_primary": self.addressing.unit_of(newest.host) if settled else None,
+            "sentinel_primary": self.addressing.unit_of(named),
             "sentinel_epoch": newest.config_epoch,
             "sentinel_generation": generation,
             "sentinels_seen": newest.other_sentinels,
         }
+
+    @staticmethod
+    def _named_by(client: admin.SentinelAdmin, newest: admin.MonitoredPrimary) -> str | None:
+        """The host this sentinel names as primary; None while that is about to change.
+
+        While it sees the primary down, it names nobody rather than a primary to go
+        back to. While it runs a failover, ``SENTINEL MASTERS`` shows the new epoch
+        with the old address until the failover ends (seconds: the replicas are
+        re-pointed first); once the promotion is confirmed, Sentinel already tells
+        clients the promoted replica (``GET-MASTER-ADDR-BY-NAME``), and so does this.
+        This sentinel's unit gets the switch notice at that promotion.
+        """
+        if newest.failover_in_progress:
+            address = client.primary_address(newest.name)
+            return address[0] if address is not None and address[0] != newest.host else None
+        return newest.host if newest.link_ok else None
 
     # ------------------------------------------------------------ execute
 

@@ -36,6 +36,8 @@ class FakeRedis:
 @dataclasses.dataclass
 class FakeSentinel:
     monitored: dict[str, admin.MonitoredPrimary] = dataclasses.field(default_factory=dict)
+    promoted: dict[str, str] = dataclasses.field(default_factory=dict)
+    """A failover in progress whose promotion is confirmed: name -> the promoted host."""
     resets: list[str] = dataclasses.field(default_factory=list)
     conf: Path | None = None
     """The file sentinel owns (in the container's root): rewritten as sentinel does."""
@@ -225,6 +227,12 @@ class FakeSentinelAdmin(_FakeClient):
 
     def monitored(self) -> dict[str, admin.MonitoredPrimary]:
         return dict(self._server().monitored)
+
+    def primary_address(self, name: str) -> tuple[str, int] | None:
+        server = self._server()
+        if name not in server.monitored:
+            return None
+        return server.promoted.get(name, server.monitored[name].host), 6379
 
     def sentinels(self, name: str) -> list[admin.SentinelPeer]:
         self._server()

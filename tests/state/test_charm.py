@@ -361,6 +361,31 @@ def test_the_hook_of_a_switch_away_from_this_unit_waits_little_for_its_own_redis
     assert {t for host, t in net.redis_timeouts if host == OWN} == {timeout}
 
 
+@pytest.mark.parametrize("promotion_confirmed", [True, False])
+def test_the_sentinel_running_a_failover_names_the_replica_it_promoted(
+    ctx, net, tmp_path, promotion_confirmed
+) -> None:
+    """Its unit's switch notice comes at the promotion, seconds before the failover ends.
+
+    ``SENTINEL MASTERS`` still shows the old address then; what Sentinel tells
+    clients is already the promoted replica, once the promotion is confirmed.
+    """
+    state = lone_primary(ctx, net, tmp_path)
+    old = "redis-k8s-0.redis-k8s-endpoints"
+    failing_over = dataclasses.replace(
+        monitored("redis-k8s-g1", old, epoch=5),
+        flags=frozenset({"master", "s_down", "o_down", "failover_in_progress"}),
+    )
+    net.sentinels[OWN] = FakeSentinel({"redis-k8s-g1": failing_over})
+    if promotion_confirmed:
+        net.sentinels[OWN].promoted["redis-k8s-g1"] = "redis-k8s-2.redis-k8s-endpoints"
+
+    state = ctx.run(ctx.on.update_status(), state)
+
+    expected = "redis-k8s/2" if promotion_confirmed else None
+    assert unit_facts(state).sentinel_primary == expected
+
+
 def test_a_redis_that_does_not_answer_is_logged_once_per_hook(ctx, net, tmp_path) -> None:
     """Each log line is a juju-log process: one per failure, however often it is met."""
     state = lone_primary(ctx, net, tmp_path)
