@@ -13,7 +13,7 @@ Prints min / median / max over N trials (default 10) of:
   freeze to a write acknowledged by the new primary; and the time from
   Sentinel's switch to the charm's record of it (the leader's cluster journal
   in the peer app databag), from two moments: a sentinel first naming the new
-  primary to clients, and Sentinel's later ``+switch-master`` announcement;
+  primary to clients, and the first ``+switch-master`` a sentinel announces;
 - the planned switchover (the action, no target): the longest write pause a
   continuous writer sees;
 - `up` of 3 units to settled, with the hook dispatches it took;
@@ -168,14 +168,24 @@ class FirstTime:
         return at
 
 
-def switch_announced(observer: dict) -> Callable[[], bool]:
-    """A check that holds once ``observer``'s sentinel has published ``+switch-master``."""
-    pubsub = support.sentinel_of(observer).pubsub()
-    pubsub.subscribe("+switch-master")
+def switch_announced(observers: list[dict]) -> Callable[[], bool]:
+    """A check that holds once any of the ``observers``' sentinels published ``+switch-master``.
+
+    The sentinel running the failover announces it last (after re-pointing the
+    replicas); the others as soon as they hear of the promotion.
+    """
+    subscriptions = []
+    for observer in observers:
+        pubsub = support.sentinel_of(observer).pubsub()
+        pubsub.subscribe("+switch-master")
+        subscriptions.append(pubsub)
 
     def announced() -> bool:
-        message = pubsub.get_message(ignore_subscribe_messages=True, timeout=POLL_S)
-        return message is not None and message["type"] == "message"
+        for pubsub in subscriptions:
+            message = pubsub.get_message(ignore_subscribe_messages=True, timeout=POLL_S / 4)
+            if message is not None and message["type"] == "message":
+                return True
+        return False
 
     return announced
 
@@ -191,11 +201,14 @@ def named_primary(observer: dict, name: str) -> tuple[str, int]:
 def charm_failovers(trials: int) -> tuple[list[float], list[float], list[float]]:
     """Freeze the primary: time to a write on the new one; Sentinel's switch to the record.
 
-    The switch is timed twice: from the moment a sentinel first names the new
-    primary to clients (the promotion; ``GET-MASTER-ADDR-BY-NAME``), and from
-    Sentinel's ``+switch-master`` announcement, which comes later and is what runs
-    the script raising the charm's notice. Each moment is watched in its own
-    thread from the freeze on, so one wait does not delay another's clock.
+    The switch is timed twice, on every surviving unit's sentinel: from the moment
+    one first names the new primary to clients (``GET-MASTER-ADDR-BY-NAME``: the
+    sentinel running the failover, once the promotion is confirmed), and from the
+    first ``+switch-master`` one announces (the others', as they hear of the
+    promotion; the one running the failover announces it only after re-pointing
+    the replicas). Every sentinel runs the script raising the charm's notice at
+    the first of those moments it sees. Each moment is watched in its own thread
+    from the freeze on, so one wait does not delay another's clock.
     """
     failover_s, from_naming_s, from_announce_s = [], [], []
     for _ in range(trials):
@@ -203,12 +216,13 @@ def charm_failovers(trials: int) -> tuple[list[float], list[float], list[float]]
         observer = next(u for u in support.status()["units"] if u["name"] != old["name"])
         admin = support.password()
         name = support.monitored(observer)[0]["name"]
-        announced = FirstTime("+switch-master", switch_announced(observer))
+        others = [u for u in support.status()["units"] if u["name"] != old["name"]]
+        announced = FirstTime("+switch-master", switch_announced(others))
         support.local("freeze", old["name"])
         frozen_at = time.monotonic()
 
-        def named_elsewhere(observer=observer, old=old, name=name) -> bool:
-            return named_primary(observer, name)[0] != old["hostname"]
+        def named_elsewhere(others=others, old=old, name=name) -> bool:
+            return any(named_primary(o, name)[0] != old["hostname"] for o in others)
 
         def new_primary_writes(observer=observer, old=old, admin=admin, name=name) -> bool:
             host, port = named_primary(observer, name)
