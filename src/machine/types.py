@@ -143,6 +143,10 @@ class UnitObservation(_Frozen):
     sentinel_primary: UnitName | None = None
     sentinel_primary_is_master: bool = False
     """The redis ``sentinel_primary`` names answered as a master, asked directly in this hook."""
+    failover_in_progress: bool = False
+    """This unit's redis is a master that its sentinel does not name, and a sentinel (its
+    own, or the named primary's) is failing the primary over: it may be the replica
+    being promoted."""
     sentinel_epoch: Count = 0
     sentinel_generation: Count = 0
     """The generation of the newest monitor this unit's sentinel has (see ClusterFacts)."""

@@ -291,17 +291,20 @@ def not_replicating(s: UnitStep) -> bool:
     sentinel names the primary it follows: while Sentinel names nobody (it is
     failing over, or sees the primary down) the difference may be Sentinel's own
     doing (a promotion), and re-imposing the old role would fight it. A running
-    redis that is a *master* while this unit is the target of a switchover is
-    being promoted: a planned switchover leaves the old primary up, so this
-    unit's sentinel still names it until the promotion is confirmed, and
-    re-imposing the old role would abort the promotion and leave no primary at
-    all. Any other stray master (the old primary, thawed after a failover) is
-    made a replica at once, as Sentinel itself would some seconds later.
+    redis that is a *master* while it is being promoted is left alone: this unit
+    is the target of a switchover, or a sentinel is failing the primary over (a
+    leaving primary's handover, which is no cluster switchover). A planned
+    switchover leaves the old primary up, so this unit's sentinel still names it
+    until the promotion is confirmed, and re-imposing the old role would abort
+    the promotion and leave no primary at all. Any other stray master (the old
+    primary, thawed after a failover) is made a replica at once, as Sentinel
+    itself would some seconds later.
     """
     obs = s.input.observation
     if not obs.redis_up:
         return True
-    if obs.role is Role.MASTER and s.input.cluster.switchover_target == _me(s):
+    being_promoted = s.input.cluster.switchover_target == _me(s) or obs.failover_in_progress
+    if obs.role is Role.MASTER and being_promoted:
         return False
     differs = obs.role is not Role.SLAVE or obs.master_host != s.facts.following
     return differs and sentinel_names(s) == s.facts.following

@@ -280,8 +280,30 @@ class Workload:
             fields["sentinel_primary_is_master"] = (
                 fields.get("role") is Role.MASTER if named == self.me else self._is_master(named)
             )
+        own_failing_over = bool(fields.pop("own_sentinel_failing_over", False))
+        if fields.get("role") is Role.MASTER and named != self.me:
+            fields["failover_in_progress"] = own_failing_over or (
+                isinstance(named, str) and self._failing_over(named)
+            )
         fields["handover"] = self._take_handover()
         return UnitObservation.model_validate(fields)
+
+    def _failing_over(self, unit: str) -> bool:
+        """Whether the sentinel on ``unit`` (the primary this one names) runs a failover of it.
+
+        A leaving primary hands over with ``SENTINEL FAILOVER`` on its own sentinel;
+        until that one confirms the promotion, the others, this unit's included,
+        still name the old primary while the target already answers as a master.
+        """
+        app = self.addressing.app
+        try:
+            with self.sentinel_client(self.addressing.host_of(unit)) as client:
+                monitored = client.monitored()
+        except admin.WorkloadUnreachable:
+            return False
+        return any(
+            m.failover_in_progress for name, m in monitored.items() if generation_of(app, name)
+        )
 
     def _is_master(self, unit: str) -> bool:
         """Whether ``unit``'s redis answers as a master now (asked directly, briefly)."""
@@ -345,6 +367,7 @@ class Workload:
         return {
             "sentinel_up": True,
             "sentinel_primary": self.addressing.unit_of(named),
+            "own_sentinel_failing_over": newest.failover_in_progress,
             "sentinel_epoch": newest.config_epoch,
             "sentinel_generation": generation,
             "sentinels_seen": newest.other_sentinels,

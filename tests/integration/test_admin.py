@@ -870,3 +870,30 @@ def test_switchover_waits_until_every_sentinel_has_seen_the_target_as_a_replica(
     )
     assert "+convert-to-slave" not in observer.log("sentinel")
     assert target.admin().replication().role == "master"
+
+
+def test_a_completed_switchover_returns_once_every_sentinel_names_the_new_primary(
+    monitored: Cluster,
+):
+    """A leaving unit stops its sentinel right after handing over: the others must know.
+
+    The sentinel that ran the failover tells the others in its next hello; stopped
+    before that, it leaves them to fail the old primary over again seconds later.
+    """
+    old, target = monitored.primary, monitored.units[1]
+    peers = [u for u in monitored.units if u is not old]
+    outcome = planned_switchover(
+        old.admin(),
+        old.sentinel(),
+        MASTER_NAME,
+        admins_for_replicas(monitored, old),
+        target.address,
+        peer_sentinels=[u.sentinel() for u in peers],
+    )
+    named = {u.address: u.sentinel().primary_address(MASTER_NAME) for u in peers}
+    monitored.signal(old, "sentinel", signal.SIGKILL)  # as the leaving unit stops it
+    monitored.signal(old, "redis", signal.SIGKILL)
+
+    assert outcome == HANDOVER_COMPLETED
+    assert named == {u.address: (target.address, target.redis_port) for u in peers}
+    assert target.admin().replication().role == "master"

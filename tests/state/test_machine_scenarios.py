@@ -318,7 +318,11 @@ def test_departures_remembered_during_recovery_reset_only_the_units_that_left() 
 
 
 def promoted_replica_steps(
-    world: World, replica: str, switchover_target: str | None, event: Event = Event.UPDATE_STATUS
+    world: World,
+    replica: str,
+    switchover_target: str | None,
+    event: Event = Event.UPDATE_STATUS,
+    failover_in_progress: bool = False,
 ):
     """A replica whose redis is a master while its sentinel still names redis-k8s/0."""
     cluster = world.cluster().model_copy(update={"switchover_target": switchover_target})
@@ -332,6 +336,7 @@ def promoted_replica_steps(
         sentinel_epoch=cluster.sentinel_epoch,
         sentinel_generation=cluster.generation,
         sentinels_seen=2,
+        failover_in_progress=failover_in_progress,
     )
     _, outcome = journal.step(
         world.unit_journal(replica),
@@ -357,6 +362,19 @@ def test_a_replica_being_promoted_by_a_switchover_is_not_demoted_again() -> None
     world = deploy(3)
     assert state_of(world, "redis-k8s/1") is UnitState.REPLICA
     assert promoted_replica_steps(world, "redis-k8s/1", "redis-k8s/1") == []
+
+
+def test_a_replica_a_leaving_primary_hands_over_to_is_not_demoted_while_promoted() -> None:
+    """No cluster switchover names it: the primary's sentinel runs the failover.
+
+    A leaving primary hands over with SENTINEL FAILOVER on its own sentinel. Until
+    that sentinel confirms the promotion, this unit's sentinel still names the
+    old primary; demoting the target then aborts the promotion (measured: a
+    removal of two units with the primary refused writes for 9 s).
+    """
+    world = deploy(3)
+    steps = promoted_replica_steps(world, "redis-k8s/1", None, failover_in_progress=True)
+    assert steps == []
 
 
 def test_a_stray_master_that_sentinel_does_not_name_is_made_a_replica() -> None:
