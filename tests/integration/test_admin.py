@@ -593,8 +593,30 @@ class Writer(threading.Thread):
         return max(b - a for a, b in zip(times, times[1:], strict=False))
 
 
-def admins_for_replicas(cluster: Cluster, primary: Unit) -> dict[str, RedisAdmin]:
-    return {u.address: u.admin() for u in cluster.units if u is not primary}
+def switch_over(
+    cluster: Cluster,
+    target: str | None,
+    *,
+    replica_timeout: float = 2.0,
+    with_peer_sentinels: bool = False,
+    **options: Any,
+) -> str:
+    """``planned_switchover`` from the cluster's primary, with a client for every other unit.
+
+    ``with_peer_sentinels`` passes the other units' sentinels, as the charm does.
+    """
+    old = cluster.primary
+    others = [u for u in cluster.units if u is not old]
+    if with_peer_sentinels:
+        options["peer_sentinels"] = [u.sentinel() for u in others]
+    return planned_switchover(
+        old.admin(),
+        old.sentinel(),
+        MASTER_NAME,
+        {u.address: u.admin(timeout=replica_timeout) for u in others},
+        target,
+        **options,
+    )
 
 
 def assert_present(unit: Unit, acks: list[Ack]) -> None:
@@ -618,14 +640,7 @@ def test_planned_switchover_under_write_load_loses_no_acknowledged_write(monitor
     try:
         wait_until(lambda: len(writer.acks) >= 200, "the writer to get going")
         began = time.monotonic()
-        outcome = planned_switchover(
-            old.admin(),
-            old.sentinel(),
-            MASTER_NAME,
-            admins_for_replicas(monitored, old),
-            target.address,
-            peer_sentinels=[u.sentinel() for u in monitored.units if u is not old],
-        )
+        outcome = switch_over(monitored, target.address, with_peer_sentinels=True)
         took = time.monotonic() - began
         wait_until(
             lambda: sum(a.host == target.address for a in writer.acks) >= 200,
@@ -670,13 +685,7 @@ def test_planned_switchover_under_write_load_loses_no_acknowledged_write(monitor
 def test_switchover_to_a_unit_that_is_not_a_replica_changes_nothing(monitored: Cluster):
     old = monitored.primary
     for target in (NOBODY, old.address):
-        outcome = planned_switchover(
-            old.admin(),
-            old.sentinel(),
-            MASTER_NAME,
-            admins_for_replicas(monitored, old),
-            target,
-        )
+        outcome = switch_over(monitored, target)
         assert outcome == f"{target} is not a synced replica of the primary"
     outcome = planned_switchover(old.admin(), old.sentinel(), MASTER_NAME, {}, None)
     assert outcome == "no connected replica to hand over to"
@@ -699,14 +708,7 @@ def test_switchover_that_runs_out_of_time_still_keeps_one_primary_and_every_writ
 
     # 400 ms of pause leave 100 ms for Sentinel to name the target: it needs about one second.
     began = time.monotonic()
-    outcome = planned_switchover(
-        old.admin(),
-        old.sentinel(),
-        MASTER_NAME,
-        admins_for_replicas(monitored, old),
-        target.address,
-        pause_ms=400,
-    )
+    outcome = switch_over(monitored, target.address, pause_ms=400)
     took = time.monotonic() - began
     assert outcome.startswith(f"sentinel did not name {target.address} within")
     assert outcome.endswith("the old primary follows it")
@@ -729,13 +731,7 @@ def test_switchover_to_a_frozen_replica_gives_a_reason_and_releases_writes(monit
     monitored.signal(target, "redis", signal.SIGSTOP)
     try:
         started = time.monotonic()
-        outcome = planned_switchover(
-            old.admin(),
-            old.sentinel(),
-            MASTER_NAME,
-            {u.address: u.admin(timeout=0.5) for u in monitored.units[1:]},
-            target.address,
-        )
+        outcome = switch_over(monitored, target.address, replica_timeout=0.5)
         took = time.monotonic() - started
     finally:
         monitored.signal(target, "redis", signal.SIGCONT)
@@ -757,13 +753,7 @@ def test_switchover_without_a_target_moves_on_when_the_best_replica_cannot_take_
     other = next(u for u in monitored.units[1:] if u is not frozen)
     monitored.signal(frozen, "redis", signal.SIGSTOP)
     try:
-        outcome = planned_switchover(
-            old.admin(),
-            old.sentinel(),
-            MASTER_NAME,
-            {u.address: u.admin(timeout=0.5) for u in monitored.units[1:]},
-            None,
-        )
+        outcome = switch_over(monitored, None, replica_timeout=0.5)
     finally:
         monitored.signal(frozen, "redis", signal.SIGCONT)
     assert outcome == HANDOVER_COMPLETED
@@ -780,14 +770,7 @@ def test_switchover_without_a_target_avoids_the_replicas_of_units_being_removed(
     links = [r for r in old.admin().replication().replicas if r.online]
     first_choice = max(links, key=lambda r: r.offset).host
     other = next(u for u in monitored.units[1:] if u.address != first_choice)
-    outcome = planned_switchover(
-        old.admin(),
-        old.sentinel(),
-        MASTER_NAME,
-        {u.address: u.admin() for u in monitored.units[1:]},
-        None,
-        avoid={first_choice},
-    )
+    outcome = switch_over(monitored, None, avoid={first_choice})
     assert outcome == HANDOVER_COMPLETED
     assert old.sentinel().primary_address(MASTER_NAME) == (other.address, other.redis_port)
 
@@ -798,14 +781,7 @@ def test_switchover_avoiding_every_replica_still_hands_over_to_the_best_of_them(
     """All other units leaving too (scale to zero): handing over still beats stopping."""
     old = monitored.primary
     replicas = monitored.units[1:]
-    outcome = planned_switchover(
-        old.admin(),
-        old.sentinel(),
-        MASTER_NAME,
-        {u.address: u.admin() for u in replicas},
-        None,
-        avoid={u.address for u in replicas},
-    )
+    outcome = switch_over(monitored, None, avoid={u.address for u in replicas})
     assert outcome == HANDOVER_COMPLETED
     assert old.sentinel().primary_address(MASTER_NAME) != (old.address, old.redis_port)
 
@@ -852,13 +828,10 @@ def test_switchover_waits_until_every_sentinel_has_seen_the_target_as_a_replica(
             observer.sentinel().set_debug_timer("INFO-PERIOD", 100)
         time.sleep(seconds)
 
-    outcome = planned_switchover(
-        old.admin(),
-        old.sentinel(),
-        MASTER_NAME,
-        admins_for_replicas(monitored, old),
+    outcome = switch_over(
+        monitored,
         target.address,
-        peer_sentinels=[u.sentinel() for u in monitored.units[1:]],
+        with_peer_sentinels=True,
         sleep=sleep_and_let_the_observer_look_once_promoted,
     )
     assert outcome == HANDOVER_COMPLETED
@@ -882,14 +855,7 @@ def test_a_completed_switchover_returns_once_every_sentinel_names_the_new_primar
     """
     old, target = monitored.primary, monitored.units[1]
     peers = [u for u in monitored.units if u is not old]
-    outcome = planned_switchover(
-        old.admin(),
-        old.sentinel(),
-        MASTER_NAME,
-        admins_for_replicas(monitored, old),
-        target.address,
-        peer_sentinels=[u.sentinel() for u in peers],
-    )
+    outcome = switch_over(monitored, target.address, with_peer_sentinels=True)
     named = {u.address: u.sentinel().primary_address(MASTER_NAME) for u in peers}
     monitored.signal(old, "sentinel", signal.SIGKILL)  # as the leaving unit stops it
     monitored.signal(old, "redis", signal.SIGKILL)
