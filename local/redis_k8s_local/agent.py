@@ -751,11 +751,8 @@ class Agent:
         nanoseconds: a parsed one would lose precision and see the last notice again).
         """
         after: str | None = None
+        client = self.pods.client(unit.spec, container, timeout=self.notice_wait_s + 5)
         while not self.stopping.is_set() and unit.pod_up and not unit.removed:
-            client = pebble.Client(
-                socket_path=str(self.pods.socket(unit.spec, container)),
-                timeout=self.notice_wait_s + 5,
-            )
             query = {"types": "custom", "timeout": f"{self.notice_wait_s}s"}
             if after is not None:
                 query["after"] = after
@@ -793,7 +790,7 @@ class Agent:
         self._queue_from_pebble(unit, events)
 
     def _poll_checks(self, unit: Unit, container: str) -> None:
-        client = pebble.Client(socket_path=str(self.pods.socket(unit.spec, container)), timeout=2)
+        client = self.pods.client(unit.spec, container, timeout=2)
         events: list[tuple[str, dict[str, str]]] = []
         for check in client.get_checks():
             key = f"{container}/{check.name}"

@@ -30,13 +30,18 @@ def state_dir() -> Path:
     return Path(os.environ.get("REDIS_K8S_LOCAL_STATE_DIR", "/var/lib/redis-k8s-local"))
 
 
+def built_by_setup(name: str) -> Path:
+    """Where .ci/setup puts the binary ``name`` it builds (it may not be there)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "redis-k8s-ci" / "bin" / name
+
+
 def pebble_binary() -> Path | None:
     """The Pebble that .ci/setup builds (or ``REDIS_K8S_LOCAL_PEBBLE``, or one on PATH)."""
     explicit = os.environ.get("REDIS_K8S_LOCAL_PEBBLE")
     if explicit:
         return Path(explicit)
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    built = cache / "redis-k8s-ci" / "bin" / "pebble"
+    built = built_by_setup("pebble")
     if built.exists():
         return built
     found = shutil.which("pebble")
@@ -51,8 +56,7 @@ def jujuc_binary() -> Path | None:
     explicit = os.environ.get("REDIS_K8S_LOCAL_JUJUC")
     if explicit:
         return Path(explicit)
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    built = cache / "redis-k8s-ci" / "bin" / "redis-k8s-jujuc"
+    built = built_by_setup("redis-k8s-jujuc")
     return built if built.exists() else None
 
 

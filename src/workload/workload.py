@@ -233,8 +233,10 @@ class Workload:
 
     # ------------------------------------------------------------ clients
 
-    def redis_client(self, host: str | None = None) -> admin.RedisAdmin:
-        """An admin client of this unit's redis (or of the redis at ``host``)."""
+    def redis_client(
+        self, host: str | None = None, timeout: float = admin.DEFAULT_TIMEOUT_S
+    ) -> admin.RedisAdmin:
+        """An admin client of this unit's redis (or of the redis at ``host``, with ``timeout``)."""
         password = self.passwords.admin if self.passwords else None
         if host is None or host == self.addressing.own_host:
             return self._redis_admin(
@@ -246,7 +248,12 @@ class Workload:
                 unresponsive=self.unresponsive,
             )
         return self._redis_admin(
-            host, REDIS_PORT, password, username=ADMIN_USER, unresponsive=self.unresponsive
+            host,
+            REDIS_PORT,
+            password,
+            username=ADMIN_USER,
+            timeout=timeout,
+            unresponsive=self.unresponsive,
         )
 
     def sentinel_client(self, host: str | None = None) -> admin.SentinelAdmin:
@@ -307,17 +314,9 @@ class Workload:
 
     def _is_master(self, unit: str) -> bool:
         """Whether ``unit``'s redis answers as a master now (asked directly, briefly)."""
-        password = self.passwords.admin if self.passwords else None
         host = self.addressing.host_of(unit)
         try:
-            with self._redis_admin(
-                host,
-                REDIS_PORT,
-                password,
-                username=ADMIN_USER,
-                timeout=NAMED_PRIMARY_TIMEOUT_S,
-                unresponsive=self.unresponsive,
-            ) as client:
+            with self.redis_client(host, timeout=NAMED_PRIMARY_TIMEOUT_S) as client:
                 return client.replication().role == "master"
         except admin.WorkloadUnreachable as error:
             self._log_once("named primary", logging.INFO, "%s does not answer: %s", unit, error)
